@@ -1,0 +1,40 @@
+# GoldFinch pipeline. Run `make help` for the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+CONFIG ?=
+ARGS ?=
+NPROC ?= 1
+PYTEST_ARGS ?=
+STAMP := $(VENV)/.installed
+
+.PHONY: help setup test data train bench mlflow-ui clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: $(STAMP)  ## create .venv and install the project (TORCH_SPEC picks the torch build)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c 'import torch' 2>/dev/null || $(PY) -m pip install -q '$(TORCH_SPEC)'
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+test: setup  ## the whole test suite on CPU (Triton in interpreter mode)
+	TRITON_INTERPRET=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+data: setup  ## build data/default from the Python standard library (ARGS="key=value ...")
+	$(PY) -m data_prep $(ARGS)
+
+train: setup  ## the default tiny GoldFinch run (CONFIG=, ARGS=, NPROC=)
+	@test -d data/default || $(MAKE) data
+	NPROC=$(NPROC) CONFIG=$(CONFIG) bash launch/train.sh $(ARGS)
+
+bench: setup  ## benchmarks that print side-by-side ratios
+	$(PY) benchmarks/prefill.py
+
+clean:  ## remove the venv and caches (keeps data/, runs/, mlruns/)
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,8 @@
+"""GoldFinch, Finch and Llama language models with stateful (cached) inference."""
+from .base import LanguageModel
+from .build import build_model
+from .config import ModelConfig, load_model_config
+from .state import BlockState, ModelState
+
+__all__ = ["BlockState", "LanguageModel", "ModelConfig", "ModelState", "build_model",
+           "load_model_config"]

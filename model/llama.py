@@ -1,0 +1,27 @@
+"""Llama baseline: RMSNorm, RoPE, multi-head softmax attention, SwiGLU."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import LanguageModel
+from .blocks import LlamaBlock
+from .config import ModelConfig
+from .state import ModelState
+
+
+class Llama(LanguageModel):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.blocks.extend(LlamaBlock(cfg) for _ in range(cfg.n_layer))
+        self.ln_out = nn.RMSNorm(cfg.n_embd, eps=1e-6)
+
+    def forward(self, idx: torch.Tensor, state: ModelState | None = None, last_only: bool = False):
+        state = self.check_input(idx, state)
+        x = self.emb(idx.long())
+        new_blocks = []
+        for block, st in zip(self.blocks, state.blocks):
+            x, st = block(x, st, state.seen, self.cache_dtype)
+            new_blocks.append(st)
+        new_state = ModelState(self.cfg.arch, state.batch_size, new_blocks, state.seen + idx.shape[1])
+        return self.logits(x, last_only), new_state
