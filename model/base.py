@@ -22,6 +22,7 @@ class LanguageModel(nn.Module):
         self.emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.blocks = nn.ModuleList()
+        self.grad_ckpt = False  # recompute each block in the backward pass (train.grad_ckpt)
 
     def check_input(self, idx: torch.Tensor, state: ModelState | None) -> ModelState:
         if idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
@@ -42,8 +43,18 @@ class LanguageModel(nn.Module):
     def new_state(self, batch_size: int) -> ModelState:
         return ModelState(self.cfg.arch, batch_size, [BlockState() for _ in self.blocks])
 
-    def logits(self, x: torch.Tensor, last_only: bool) -> torch.Tensor:
-        return self.head(self.ln_out(x[:, -1:] if last_only else x))
+    def run_block(self, block: nn.Module, *args, **kwargs):
+        """Call a block, through activation checkpointing when training with grad_ckpt on."""
+        if self.grad_ckpt and self.training and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+            return checkpoint(block, *args, use_reentrant=False, **kwargs)
+        return block(*args, **kwargs)
+
+    def logits(self, x: torch.Tensor, last_only: bool, return_hidden: bool = False) -> torch.Tensor:
+        """Head output; with return_hidden, the normed features the head would multiply instead
+        (for a fused linear + cross-entropy that never materialises the logits)."""
+        h = self.ln_out(x[:, -1:] if last_only else x)
+        return h if return_hidden else self.head(h)
 
     def num_params(self, exclude_embeddings: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())

@@ -24,7 +24,8 @@ class GoldFinch(LanguageModel):
         self.kv_compression = KeyCompression(cfg) if cfg.n_gold else None
         self.ln_out = nn.LayerNorm(cfg.n_embd)
 
-    def forward(self, idx: torch.Tensor, state: ModelState | None = None, last_only: bool = False):
+    def forward(self, idx: torch.Tensor, state: ModelState | None = None, last_only: bool = False,
+                return_hidden: bool = False):
         state = self.check_input(idx, state)
         n_finch, start = self.cfg.n_finch, state.seen
         new_blocks: list[BlockState] = []
@@ -35,7 +36,7 @@ class GoldFinch(LanguageModel):
         emb0 = self.ln0(self.emb(tokens.long()))  # every cached position: GOLD values need them
         x = emb0[:, -idx.shape[1]:]
         for block, st in zip(self.blocks[:n_finch], state.blocks[:n_finch]):
-            x, st = block(x, st)
+            x, st = self.run_block(block, x, st)
             new_blocks.append(st)
 
         compressed = None
@@ -47,7 +48,7 @@ class GoldFinch(LanguageModel):
 
         new_state = ModelState(self.cfg.arch, state.batch_size, new_blocks, start + idx.shape[1],
                                compressed, tokens if compressed is not None else None)
-        return self.logits(x, last_only), new_state
+        return self.logits(x, last_only, return_hidden), new_state
 
     def _gold(self, x: torch.Tensor, emb0: torch.Tensor, compressed: torch.Tensor,
               state: ModelState, last_only: bool):
@@ -67,7 +68,7 @@ class GoldFinch(LanguageModel):
         if not last_only or x.shape[1] <= span:
             for block, st in gold:
                 k, v = block.att.keys_values(k_cache, v_src)
-                x, st = block(x, st, k, v, q_start=total - x.shape[1])
+                x, st = self.run_block(block, x, st, k, v, q_start=total - x.shape[1])
                 new_states.append(st)
             return x, new_states
         prev, x = x[:, -span - 1], x[:, -span:]

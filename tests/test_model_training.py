@@ -69,3 +69,24 @@ def test_model_runs_in_bfloat16():
     logits, state = model(torch.randint(0, VOCAB, (2, 9)))
     assert logits.dtype == torch.bfloat16 and torch.isfinite(logits.float()).all()
     assert state.blocks[0].wkv.dtype == torch.float32
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_activation_checkpointing_gives_the_same_gradients(arch):
+    model = tiny_model(arch)
+    idx = torch.randint(0, VOCAB, (2, 13))
+    lm_loss(model, idx).backward()
+    plain = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.grad_ckpt = True
+    lm_loss(model, idx).backward()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, plain[n], atol=1e-6, rtol=1e-5, msg=n)
+
+
+def test_return_hidden_is_what_the_head_multiplies():
+    model = tiny_model("goldfinch")
+    idx = torch.randint(0, VOCAB, (1, 9))
+    logits, _ = model(idx)
+    hidden, _ = model(idx, return_hidden=True)
+    torch.testing.assert_close(model.head(hidden), logits)

@@ -1,0 +1,55 @@
+"""WKV6: one entry point, several backends (naive reference, chunked torch, Triton)."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .chunked_torch import wkv6_chunked
+from .naive import wkv6_naive
+
+BACKEND_ENV = "GOLDFINCH_WKV_BACKEND"
+BACKENDS = ("auto", "torch", "naive")
+
+
+def _check(r, k, v, w, u, state) -> None:
+    if r.dim() != 4:
+        raise ValueError(f"wkv6: r must be [B, T, H, K]; got shape {tuple(r.shape)}")
+    b, t, h, kk = r.shape
+    for name, x in (("k", k), ("w", w)):
+        if x.shape != r.shape:
+            raise ValueError(f"wkv6: {name} has shape {tuple(x.shape)}, expected r's {tuple(r.shape)}")
+    if v.dim() != 4 or v.shape[:3] != (b, t, h):
+        raise ValueError(f"wkv6: v has shape {tuple(v.shape)}, expected [{b}, {t}, {h}, V]")
+    if u is not None and u.shape != (h, kk):
+        raise ValueError(f"wkv6: u has shape {tuple(u.shape)}, expected [{h}, {kk}]")
+    if state is not None and state.shape != (b, h, kk, v.shape[-1]):
+        raise ValueError(f"wkv6: state has shape {tuple(state.shape)}, "
+                         f"expected [{b}, {h}, {kk}, {v.shape[-1]}]")
+    tensors = {"r": r, "k": k, "v": v, "w": w, "u": u, "state": state}
+    for name, x in tensors.items():
+        if x is not None and x.device != r.device:
+            raise ValueError(f"wkv6: {name} is on {x.device} but r is on {r.device}")
+        if x is not None and not x.is_floating_point():
+            raise ValueError(f"wkv6: {name} must be a floating-point tensor, got {x.dtype}")
+
+
+def wkv6(r: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w: torch.Tensor,
+         u: torch.Tensor | None = None, state: torch.Tensor | None = None, backend: str = "auto"):
+    """y, final_state = wkv6(r, k, v, w, u, state): the RWKV-6 recurrence per head,
+
+        S_t = diag(exp(-exp(w_t))) S_{t-1} + k_t^T v_t,   y_t = r_t (S_{t-1} + diag(u) k_t^T v_t).
+
+    r, k, w [B, T, H, K]; v [B, T, H, V]; u [H, K] or None (no bonus); state [B, H, K, V] fp32.
+    `backend`: auto | torch | naive; the environment variable GOLDFINCH_WKV_BACKEND overrides it.
+    """
+    _check(r, k, v, w, u, state)
+    choice = os.environ.get(BACKEND_ENV) or backend
+    if choice not in BACKENDS:
+        raise ValueError(f"wkv6: unknown backend {choice!r}; expected one of {', '.join(BACKENDS)}")
+    if choice == "naive":
+        return wkv6_naive(r, k, v, w, u, state)
+    return wkv6_chunked(r, k, v, w, u, state)
+
+
+__all__ = ["wkv6", "wkv6_chunked", "wkv6_naive"]

@@ -1,0 +1,42 @@
+"""Exported models: `model.safetensors` + `config.json`, loadable without the training stack."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from .base import LanguageModel
+from .build import build_model
+from .config import ModelConfig
+
+WEIGHTS, CONFIG = "model.safetensors", "config.json"
+
+
+def save_exported(state_dict: dict[str, torch.Tensor], cfg: ModelConfig, out_dir: str | Path) -> Path:
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+    save_file(tensors, str(out / WEIGHTS), metadata={"format": "pt", "arch": cfg.arch})
+    (out / CONFIG).write_text(json.dumps(asdict(cfg), indent=1) + "\n")
+    return out
+
+
+def load_exported(path: str | Path, device: str | torch.device | None = None,
+                  dtype: torch.dtype | None = None) -> LanguageModel:
+    """Build the model described by config.json and load model.safetensors into it (strictly)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    for name in (CONFIG, WEIGHTS):
+        if not (path / name).is_file():
+            raise FileNotFoundError(f"{path / name} is missing: not an exported model directory")
+    cfg = ModelConfig(**json.loads((path / CONFIG).read_text()))
+    model = build_model(cfg, device=device)
+    model.load_state_dict(load_file(str(path / WEIGHTS), device=str(device or "cpu")), strict=True)
+    if dtype is not None:
+        model.to(dtype)
+    return model
