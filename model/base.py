@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
@@ -11,7 +12,8 @@ DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch
 
 
 class LanguageModel(nn.Module):
-    """`logits, state = model(idx, state=None, last_only=False)` for idx [B, T] token ids."""
+    """`logits, state = model(idx, state=None, last_only=False)` for idx [B, T] token ids;
+    `loss, state = model(idx, targets=targets)` in training."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -23,6 +25,7 @@ class LanguageModel(nn.Module):
         self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.blocks = nn.ModuleList()
         self.grad_ckpt = False  # recompute each block in the backward pass (train.grad_ckpt)
+        self.fused_ce = False   # loss through kernels.fused_linear_cross_entropy (train.fused_ce)
 
     def check_input(self, idx: torch.Tensor, state: ModelState | None) -> ModelState:
         if idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
@@ -50,11 +53,28 @@ class LanguageModel(nn.Module):
             return checkpoint(block, *args, use_reentrant=False, **kwargs)
         return block(*args, **kwargs)
 
-    def logits(self, x: torch.Tensor, last_only: bool, return_hidden: bool = False) -> torch.Tensor:
-        """Head output; with return_hidden, the normed features the head would multiply instead
-        (for a fused linear + cross-entropy that never materialises the logits)."""
+    def stored_dtype(self, like: torch.Tensor) -> torch.dtype:
+        """The dtype of what the state keeps per token: the working dtype while training with
+        gradients (training never rounds keys through the cache format), else the compact one."""
+        return like.dtype if self.training and torch.is_grad_enabled() else self.cache_dtype
+
+    def output(self, x: torch.Tensor, last_only: bool, return_hidden: bool = False,
+               targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits; or, with return_hidden, the normed features the head multiplies; or, given
+        targets [B, T], the mean next-token cross-entropy (ids < 0 ignored)."""
         h = self.ln_out(x[:, -1:] if last_only else x)
+        if targets is not None:
+            return self.lm_loss(h, targets)
         return h if return_hidden else self.head(h)
+
+    def lm_loss(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Computed inside forward so that ZeRO-3 has the head gathered when the fused kernel
+        reads its weight directly; the fused path never materialises [tokens x vocab] logits."""
+        h, targets = h.reshape(-1, h.shape[-1]), targets.reshape(-1)
+        if self.fused_ce:
+            from kernels import fused_linear_cross_entropy
+            return fused_linear_cross_entropy(h, self.head.weight, targets)
+        return F.cross_entropy(self.head(h).float(), targets)
 
     def num_params(self, exclude_embeddings: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())

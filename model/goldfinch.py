@@ -25,7 +25,7 @@ class GoldFinch(LanguageModel):
         self.ln_out = nn.LayerNorm(cfg.n_embd)
 
     def forward(self, idx: torch.Tensor, state: ModelState | None = None, last_only: bool = False,
-                return_hidden: bool = False):
+                return_hidden: bool = False, targets: torch.Tensor | None = None):
         state = self.check_input(idx, state)
         n_finch, start = self.cfg.n_finch, state.seen
         new_blocks: list[BlockState] = []
@@ -41,14 +41,15 @@ class GoldFinch(LanguageModel):
 
         compressed = None
         if self.kv_compression is not None:
-            c = self.kv_compression(x).to(self.cache_dtype)
+            c = self.kv_compression(x)
+            c = c.to(self.stored_dtype(c))
             compressed = c if state.compressed is None else torch.cat([state.compressed, c], dim=1)
             x, gold_states = self._gold(x, emb0, compressed, state, last_only)
             new_blocks.extend(gold_states)
 
         new_state = ModelState(self.cfg.arch, state.batch_size, new_blocks, start + idx.shape[1],
                                compressed, tokens if compressed is not None else None)
-        return self.logits(x, last_only, return_hidden), new_state
+        return self.output(x, last_only, return_hidden, targets), new_state
 
     def _gold(self, x: torch.Tensor, emb0: torch.Tensor, compressed: torch.Tensor,
               state: ModelState, last_only: bool):

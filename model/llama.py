@@ -17,12 +17,12 @@ class Llama(LanguageModel):
         self.ln_out = nn.RMSNorm(cfg.n_embd, eps=1e-6)
 
     def forward(self, idx: torch.Tensor, state: ModelState | None = None, last_only: bool = False,
-                return_hidden: bool = False):
+                return_hidden: bool = False, targets: torch.Tensor | None = None):
         state = self.check_input(idx, state)
         x = self.emb(idx.long())
         new_blocks = []
         for block, st in zip(self.blocks, state.blocks):
-            x, st = self.run_block(block, x, st, state.seen, self.cache_dtype)
+            x, st = self.run_block(block, x, st, state.seen, self.stored_dtype(x))
             new_blocks.append(st)
         new_state = ModelState(self.cfg.arch, state.batch_size, new_blocks, state.seen + idx.shape[1])
-        return self.logits(x, last_only, return_hidden), new_state
+        return self.output(x, last_only, return_hidden, targets), new_state

@@ -53,7 +53,7 @@ def test_last_only_after_a_cached_prefix():
 
 def test_goldfinch_state_holds_only_the_compressed_cache():
     cfg = tiny_config("goldfinch", cache_dtype="bfloat16")
-    model = build_model(cfg)
+    model = build_model(cfg).eval()
     _, state = model(torch.randint(0, VOCAB, (3, 11)))
     assert state.compressed.shape == (3, 11, cfg.n_embd // cfg.kv_compression)
     assert state.compressed.dtype == torch.bfloat16
@@ -73,7 +73,7 @@ def test_goldfinch_state_holds_only_the_compressed_cache():
 @pytest.mark.parametrize("n_layer, n_embd", [(3, 64), (6, 128), (4, 256)])
 def test_cache_bytes_measured_equal_formula(arch, per_token, n_layer, n_embd):
     cfg = tiny_config(arch, n_layer=n_layer, n_embd=n_embd, cache_dtype="bfloat16")
-    model = build_model(cfg)
+    model = build_model(cfg).eval()
     state = None
     for length in (5, 9):
         _, state = model(torch.randint(0, VOCAB, (2, length)), state)

@@ -90,3 +90,27 @@ def test_return_hidden_is_what_the_head_multiplies():
     logits, _ = model(idx)
     hidden, _ = model(idx, return_hidden=True)
     torch.testing.assert_close(model.head(hidden), logits)
+
+
+@pytest.mark.parametrize("arch", ["goldfinch", "finch", "llama"])
+def test_targets_give_the_cross_entropy_of_the_logits(arch):
+    model = tiny_model(arch)
+    idx, targets = torch.randint(0, VOCAB, (2, 9)), torch.randint(0, VOCAB, (2, 9))
+    logits, _ = model(idx)
+    loss, _ = model(idx, targets=targets)
+    torch.testing.assert_close(loss, F.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1)))
+
+
+@pytest.mark.parametrize("arch", ["goldfinch", "llama"])
+def test_training_keeps_keys_at_full_precision(arch):
+    """The bf16 cache format is for inference: a training forward must not round through it."""
+    model = tiny_model(arch, cache_dtype="bfloat16").double()
+    idx = torch.randint(0, VOCAB, (1, 12))
+    model.train()
+    _, st = model(idx)
+    stored = st.compressed if arch == "goldfinch" else st.blocks[0].k
+    assert stored.dtype == torch.float64
+    model.eval()
+    _, st = model(idx)
+    stored = st.compressed if arch == "goldfinch" else st.blocks[0].k
+    assert stored.dtype == torch.bfloat16
