@@ -10,13 +10,6 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
 
-if ! "$PY" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("pipeline.train") is None)'; then
-  echo "launch/train.sh: the trainer (python -m pipeline.train) is not built yet;" >&2
-  echo "  it arrives with the training issue. Available now: make test, make data, make bench," >&2
-  echo "  python -m model.cache_report." >&2
-  exit 2
-fi
-
 args=("$@")
 [ -n "${CONFIG:-}" ] && args=("--config" "$CONFIG" "${args[@]}")
 NPROC=${NPROC:-1}

@@ -1,0 +1,102 @@
+"""Training overhead on CPU, measured side by side in one run:
+
+1. a DeepSpeed (ZeRO-1, fp32) optimizer step vs a plain torch AdamW step, same tiny model and batch
+   (goal: <= 1.15x);
+2. the loader's tokens/s (shard reading + packing) vs the trainer's consumption (goal: >= 50x).
+
+    python benchmarks/train_overhead.py [--data data/default] [--steps 12]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+
+def step_time(step_fn, batches, warmup: int = 2) -> float:
+    for b in batches[:warmup]:
+        step_fn(b)
+    t0 = time.perf_counter()
+    for b in batches[warmup:]:
+        step_fn(b)
+    return (time.perf_counter() - t0) / (len(batches) - warmup)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", help="a built data dir (default: a synthetic one)")
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--micro-batch", type=int, default=8)
+    parser.add_argument("--ctx", type=int, default=256)
+    args = parser.parse_args()
+
+    from model import build_model, load_model_config
+    from pipeline.config import TrainConfig
+    from pipeline.data_loader import DataDir
+    from pipeline.distributed import init_distributed
+    from pipeline.engine import build_engine, build_optimizer
+
+    data_path = args.data
+    if data_path is None:
+        from pipeline_helpers import make_data_dir
+        data_path = Path(tempfile.mkdtemp()) / "data"
+        make_data_dir(data_path, docs_per_shard=(400, 400), val_docs=(10,), max_len=400)
+    data = DataDir.open(data_path)
+    stream = data.stream("train", 0, 1, args.ctx, 0, True)
+    batches = [stream.next_batch(args.micro_batch) for _ in range(args.steps)]
+
+    dist = init_distributed()
+    cfg = load_model_config("goldfinch-tiny", [f"vocab_size={data.vocab_size}", f"ctx_len={args.ctx}"])
+    train = TrainConfig(micro_batch=args.micro_batch, zero_stage=int(os.environ.get("ZS", 1)))
+
+    def loss_of(model, batch):
+        loss, _ = model(batch[:, :-1], targets=batch[:, 1:])
+        return loss
+
+    torch.manual_seed(0)
+    plain = build_model(cfg)
+    opt = build_optimizer(plain, train)
+
+    def plain_step(batch):
+        opt.zero_grad(set_to_none=True)
+        loss_of(plain, batch).backward()
+        torch.nn.utils.clip_grad_norm_(plain.parameters(), train.grad_clip)
+        opt.step()
+
+    torch.manual_seed(0)
+    engine = build_engine(build_model(cfg), train, dist.world)
+
+    def ds_step(batch):
+        engine.backward(loss_of(engine, batch))
+        engine.step()
+
+    # alternate the two, three rounds each, so that machine noise hits both alike
+    plain_t = ds_t = float("inf")
+    for _ in range(3):
+        plain_t = min(plain_t, step_time(plain_step, batches))
+        ds_t = min(ds_t, step_time(ds_step, batches))
+    tokens = args.micro_batch * args.ctx
+    print(f"# {os.cpu_count()} CPUs, torch {torch.__version__}, goldfinch-tiny, "
+          f"batch {args.micro_batch}x{args.ctx}")
+    print(f"plain torch step   {plain_t * 1000:8.1f} ms   {tokens / plain_t:8.0f} tok/s")
+    print(f"deepspeed step     {ds_t * 1000:8.1f} ms   {tokens / ds_t:8.0f} tok/s")
+    print(f"deepspeed / plain  {ds_t / plain_t:.3f}x   (goal <= 1.15x)")
+
+    loader = data.stream("train", 0, 1, args.ctx, 1, True)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < 3.0:
+        n += loader.next_batch(args.micro_batch).numel()
+    loader_rate = n / (time.perf_counter() - t0)
+    print(f"loader             {loader_rate:8.0f} tok/s")
+    print(f"loader / trainer   {loader_rate / (tokens / ds_t):.1f}x   (goal >= 50x)")
+
+
+if __name__ == "__main__":
+    main()

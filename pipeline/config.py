@@ -1,0 +1,135 @@
+"""The run config: model, data and train sections, merged from YAML and dotlist overrides and
+validated before any work starts."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from data_prep.config import DataConfig
+from model import ModelConfig
+
+PRECISIONS = ("fp32", "bf16")
+SCHEDULES = ("cosine", "linear")
+
+
+@dataclass
+class TrainDataConfig(DataConfig):
+    path: str = "data/default"  # a data dir built by `python -m data_prep`
+
+
+@dataclass
+class TrainConfig:
+    run_name: str = "goldfinch-tiny"
+    out_dir: str = "runs"
+    max_steps: int = 200
+    micro_batch: int = 8
+    grad_accum: int = 1
+    global_batch: int = 0  # windows per optimizer step over all ranks; set: grad_accum is derived
+    lr: float = 6e-4
+    lr_final: float = 2e-4
+    lr_schedule: str = "cosine"
+    warmup_steps: int = 20
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    eps: float = 1e-8
+    grad_clip: float = 1.0
+    seed: int = 1337
+    shuffle: bool = True
+    save_every: int = 100
+    keep_last: int = 3
+    val_every: int = 50
+    val_batches: int = 8
+    log_every: int = 10
+    zero_stage: int = 1
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    precision: str = "fp32"
+    grad_ckpt: bool = False
+    fused_ce: bool = False
+    resume: str = "auto"  # auto | never | path to a checkpoint dir
+    peak_tflops: float = 0.0  # for MFU; 0 = look the device up (unknown on CPU)
+    prefetch: int = 4  # batches read ahead on a background thread (0 = read inline)
+
+
+def _tiny_model() -> ModelConfig:
+    return ModelConfig(arch="goldfinch", n_layer=6, n_embd=256, head_size=64, ctx_len=256)
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=_tiny_model)
+    data: TrainDataConfig = field(default_factory=TrainDataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _check(cfg: RunConfig) -> None:
+    t = cfg.train
+
+    def bad(key: str, why: str) -> ValueError:
+        return ValueError(f"train.{key}={getattr(t, key)!r}: {why}")
+
+    if t.zero_stage not in (0, 1, 2, 3):
+        raise bad("zero_stage", "must be 0, 1, 2 or 3")
+    if t.precision not in PRECISIONS:
+        raise bad("precision", f"expected one of {', '.join(PRECISIONS)}")
+    if t.lr_schedule not in SCHEDULES:
+        raise bad("lr_schedule", f"expected one of {', '.join(SCHEDULES)}")
+    for key in ("max_steps", "micro_batch", "grad_accum"):
+        if getattr(t, key) <= 0:
+            raise bad(key, "must be a positive integer")
+    for key in ("save_every", "val_every", "val_batches", "log_every", "keep_last", "warmup_steps",
+                "global_batch", "prefetch"):
+        if getattr(t, key) < 0:
+            raise bad(key, "must be >= 0")
+    if t.offload_params and t.zero_stage != 3:
+        raise bad("offload_params", "parameter offload needs train.zero_stage=3")
+    if t.offload_optimizer and t.zero_stage == 0:
+        raise bad("offload_optimizer", "optimizer offload needs train.zero_stage >= 1")
+    if not t.run_name or "/" in t.run_name:
+        raise bad("run_name", "must be a non-empty name without '/'")
+    cfg.model.validate()
+
+
+def fit_to_world(cfg: RunConfig, world: int) -> RunConfig:
+    """Derive grad_accum from train.global_batch for this many ranks, or fail naming all three."""
+    t = cfg.train
+    if not t.global_batch:
+        return cfg
+    per_pass = t.micro_batch * world
+    if t.global_batch % per_pass:
+        raise ValueError(f"train.global_batch={t.global_batch} is not divisible by "
+                         f"train.micro_batch={t.micro_batch} x {world} ranks = {per_pass}")
+    return replace(cfg, train=replace(t, grad_accum=t.global_batch // per_pass))
+
+
+def load_run_config(config: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Schema <- YAML file <- overrides; unknown keys and wrong types fail here, naming the key."""
+    layers = [OmegaConf.structured(RunConfig)]
+    if config is not None:
+        if not Path(config).is_file():
+            raise FileNotFoundError(f"config file {config} does not exist")
+        layers.append(OmegaConf.load(config))
+    if overrides:
+        layers.append(OmegaConf.from_dotlist(list(overrides)))
+    merged = OmegaConf.merge(*layers)
+    cfg: RunConfig = OmegaConf.to_object(merged)
+    _check(cfg)
+    return cfg
+
+
+def to_yaml(cfg: RunConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def parse_args(argv: list[str] | None, description: str) -> tuple[RunConfig, argparse.Namespace]:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", help="YAML run config (configs/train/...)")
+    parser.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. train.max_steps=50")
+    # the deepspeed launcher passes this; the rank is read from LOCAL_RANK, which it also sets
+    parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    return load_run_config(args.config, args.overrides), args

@@ -1,0 +1,48 @@
+"""DeepSpeed engine construction: ZeRO stage, offload, precision and the AdamW optimizer."""
+from __future__ import annotations
+
+import torch
+
+from .optim import param_groups
+
+
+def deepspeed_config(train, world: int) -> dict:
+    """The DeepSpeed JSON config for the `train` section (batch sizes are per rank)."""
+    zero: dict = {"stage": train.zero_stage}
+    if train.offload_optimizer and train.zero_stage > 0:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+    if train.offload_params and train.zero_stage == 3:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+    return {
+        "train_micro_batch_size_per_gpu": train.micro_batch,
+        "gradient_accumulation_steps": train.grad_accum,
+        "train_batch_size": train.micro_batch * train.grad_accum * world,
+        "gradient_clipping": train.grad_clip,
+        "zero_optimization": zero,
+        "bf16": {"enabled": train.precision == "bf16"},
+        "steps_per_print": 2**31 - 1,
+        "wall_clock_breakdown": False,
+        "zero_allow_untested_optimizer": True,
+    }
+
+
+def build_optimizer(model: torch.nn.Module, train):
+    groups = param_groups(model, train.weight_decay)
+    betas = (train.beta1, train.beta2)
+    if train.offload_optimizer:
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+        return DeepSpeedCPUAdam(groups, lr=train.lr, betas=betas, eps=train.eps, adamw_mode=True)
+    return torch.optim.AdamW(groups, lr=train.lr, betas=betas, eps=train.eps)
+
+
+def build_engine(model: torch.nn.Module, train, world: int):
+    """Wrap the model in a DeepSpeed engine whose optimizer holds only trainable parameters."""
+    import deepspeed
+
+    if train.fused_ce and train.zero_stage == 3:
+        # the fused loss reads head.weight inside the model's own forward, not the head's
+        deepspeed.zero.register_external_parameter(model, model.head.weight)
+    optimizer = build_optimizer(model, train)
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer,
+                                      config=deepspeed_config(train, world))
+    return engine

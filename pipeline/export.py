@@ -1,0 +1,57 @@
+"""Export a training checkpoint (any ZeRO stage) as `model.safetensors` + `config.json`.
+
+    python -m pipeline.export --run runs/<name> [--step N] --out DIR
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from model import ModelConfig, save_exported
+
+from . import checkpointing
+
+
+def consolidated_state_dict(ckpt_dir: Path, tag: str, zero_stage: int) -> dict[str, torch.Tensor]:
+    """Full fp32 weights: gathered from the ZeRO optimizer shards (stages 1-3, which hold the fp32
+    master copy), or read from the stage-0 model file."""
+    if zero_stage > 0:
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+        return get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag)
+    states = torch.load(ckpt_dir / tag / "mp_rank_00_model_states.pt", map_location="cpu",
+                        weights_only=False)
+    return {k: v.float() for k, v in states["module"].items()}
+
+
+def export(run_dir: Path, out: Path, step: int | None = None) -> Path:
+    ckpt_dir = run_dir / "checkpoints"
+    tag = checkpointing.tag_for(step) if step is not None else checkpointing.find_resume_tag(ckpt_dir)
+    if tag is None or not (ckpt_dir / tag / checkpointing.COMPLETE).is_file():
+        raise FileNotFoundError(f"no complete checkpoint {tag or ''} under {ckpt_dir}")
+    run_cfg = OmegaConf.load(run_dir / "config.yaml")
+    model_cfg = ModelConfig(**OmegaConf.to_container(run_cfg.model))
+    weights = consolidated_state_dict(ckpt_dir, tag, int(run_cfg.train.zero_stage))
+    return save_exported(weights, model_cfg, out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, type=Path, help="run directory (runs/<name>)")
+    parser.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+    parser.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args(argv)
+    try:
+        out = export(args.run, args.out, args.step)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"pipeline.export: {err}", file=sys.stderr)
+        return 2
+    print(f"exported {args.run} -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""AdamW parameter groups (the paper's) and the learning-rate schedule, driven by the global step."""
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+# RWKV trains the decay base and the bonus faster than the rest.
+FAST_LR_NAMES = ("decay_base", "bonus")
+FAST_LR_SCALE = 2.0
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices only; 2x learning rate for decay bases and bonuses.
+
+    Each group carries `lr_scale`, multiplied into the scheduled lr every step, and the names of
+    its parameters (`names`) so that a rebuilt optimizer can be matched against the old one.
+    Frozen parameters (requires_grad=False) are left out: they hold no optimizer state.
+    """
+    buckets: dict[tuple[float, float], list[tuple[str, nn.Parameter]]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        fast = name.rsplit(".", 1)[-1] in FAST_LR_NAMES
+        decay = weight_decay if p.dim() >= 2 else 0.0
+        buckets.setdefault((FAST_LR_SCALE if fast else 1.0, decay), []).append((name, p))
+    return [{"params": [p for _, p in items], "names": [n for n, _ in items],
+             "weight_decay": wd, "lr_scale": scale}
+            for (scale, wd), items in sorted(buckets.items())]
+
+
+def lr_at(step: int, lr: float, lr_final: float, warmup: int, max_steps: int,
+          schedule: str = "cosine") -> float:
+    """Linear warm-up to `lr` over `warmup` steps, then cosine (or linear) decay to `lr_final`."""
+    if warmup > 0 and step < warmup:
+        return lr * (step + 1) / warmup
+    span = max(max_steps - warmup, 1)
+    progress = min(max(step - warmup, 0) / span, 1.0)
+    if schedule == "linear":
+        return lr + (lr_final - lr) * progress
+    return lr_final + 0.5 * (lr - lr_final) * (1.0 + math.cos(math.pi * progress))

@@ -1,0 +1,54 @@
+"""Synthetic data dirs in the data_prep format, for testing the trainer without running data_prep."""
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+EOT_NAME = "<|endoftext|>"
+
+
+def write_tokenizer(path: Path, vocab: int = 300) -> int:
+    """A byte-level BPE tokenizer.json with an end-of-text token; returns the EOT id."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=[EOT_NAME],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    words = [f"name{i} = value{i * 7} + {i}\n" for i in range(400)]
+    tok.train_from_iterator(words, trainer)
+    tok.save(str(path))
+    assert tok.get_vocab_size() == vocab
+    return tok.token_to_id(EOT_NAME)
+
+
+def make_data_dir(root: Path, docs_per_shard=(5, 7, 4, 6), val_docs=(6,), seed=0, max_len=90):
+    """Write shards of learnable documents; doc i starts with token 1 + i % 250 (never EOT), so
+    with fewer than 250 documents the first token identifies the document."""
+    import webdataset as wds
+
+    root.mkdir(parents=True, exist_ok=True)
+    eot = write_tokenizer(root / "tokenizer.json")
+    rng = np.random.default_rng(seed)
+    shards, doc_id, docs = [], 0, {}
+    for split, counts in (("train", docs_per_shard), ("val", val_docs)):
+        for s, count in enumerate(counts):
+            name = f"{split}-{s:06d}.tar"
+            total = 0
+            with wds.TarWriter(str(root / name)) as writer:
+                for _ in range(count):
+                    # learnable: an arithmetic progression over the non-special ids
+                    start, stride = rng.integers(0, 250), rng.integers(1, 4)
+                    body = eot + 1 + (start + stride * np.arange(rng.integers(3, max_len))) % 250
+                    tokens = np.concatenate([[1 + doc_id % 250], body]).astype(np.uint16)
+                    writer.write({"__key__": f"d{doc_id:06d}", "tokens.npy": tokens,
+                                  "json": {"source": f"doc{doc_id}"}})
+                    docs[doc_id] = (split, tokens.astype(np.int64))
+                    total += len(tokens)
+                    doc_id += 1
+            digest = hashlib.sha256((root / name).read_bytes()).hexdigest()
+            shards.append({"name": name, "sha256": digest, "samples": count, "tokens": total})
+    (root / "manifest.json").write_text(json.dumps({"shards": shards}))
+    return docs, eot
