@@ -2,18 +2,28 @@
 
 Layout under runs/<name>/checkpoints/:
     step00000100/            DeepSpeed files (model, optimizer shards) + rank<R>.pt (loader, RNG)
-    step00000100/COMPLETE    written by rank 0 after a barrier: the checkpoint is whole
+    step00000100/COMPLETE    JSON {step, files: {name: bytes}}, written by rank 0 after a barrier
     latest                   the tag of the newest complete checkpoint (replaced atomically)
+
+A kill at any moment leaves at worst a tag without COMPLETE, which is never loaded. A checkpoint
+whose files no longer match the sizes COMPLETE recorded (torn by a failing disk or a copy), or
+that fails to load, is skipped with a warning in favour of the one before it.
 """
 from __future__ import annotations
 
+import errno
+import json
 import os
 import random
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from . import faults
+from .errors import PipelineError
 
 COMPLETE = "COMPLETE"
 LATEST = "latest"
@@ -58,15 +68,42 @@ def complete_tags(ckpt_dir: Path) -> list[str]:
     return sorted(p.name for p in ckpt_dir.iterdir() if (p / COMPLETE).is_file())
 
 
+def _file_sizes(tag_dir: Path) -> dict[str, int]:
+    return {str(p.relative_to(tag_dir)): p.stat().st_size
+            for p in sorted(tag_dir.rglob("*")) if p.is_file() and p.name != COMPLETE}
+
+
 def save(engine, ckpt_dir: Path, step: int, client_state: dict, rank_state: dict, rank: int,
          keep_last: int) -> str:
-    """Save on every rank; mark complete and move `latest` only after all ranks wrote."""
+    """Save on every rank; mark complete and move `latest` only after all ranks wrote.
+
+    Raises PipelineError naming the checkpoint when the disk is full; what was complete before
+    (the previous checkpoint, `latest`) is left untouched."""
     tag = tag_for(step)
-    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
-    torch.save(rank_state, ckpt_dir / tag / f"rank{rank}.pt")
+    tag_dir = ckpt_dir / tag
+    if rank == 0 and tag_dir.exists() and not (tag_dir / COMPLETE).exists():
+        shutil.rmtree(tag_dir)  # left half-written by a killed run
+    torch.distributed.barrier()
+    failed = torch.zeros(1)
+    try:
+        faults.maybe_disk_full(step, rank)
+        engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
+        torch.save(rank_state, tag_dir / f"rank{rank}.pt")
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        failed += 1
+    torch.distributed.all_reduce(failed)
+    if failed.item():
+        if rank == 0:
+            shutil.rmtree(tag_dir, ignore_errors=True)
+        previous = find_resume_tag(ckpt_dir)
+        raise PipelineError(f"saving checkpoint {tag_dir} failed: no space left on device; "
+                           f"the previous checkpoint ({previous or 'none'}) is intact")
+    faults.maybe_kill("kill_in_save", step, rank)
     torch.distributed.barrier()
     if rank == 0:
-        _write_atomic(ckpt_dir / tag / COMPLETE, f"{step}\n")
+        _write_atomic(tag_dir / COMPLETE, json.dumps({"step": step, "files": _file_sizes(tag_dir)}))
         _write_atomic(ckpt_dir / LATEST, tag + "\n")
         for old in complete_tags(ckpt_dir)[:-keep_last] if keep_last > 0 else []:
             shutil.rmtree(ckpt_dir / old, ignore_errors=True)
@@ -74,24 +111,63 @@ def save(engine, ckpt_dir: Path, step: int, client_state: dict, rank_state: dict
     return tag
 
 
-def find_resume_tag(ckpt_dir: Path) -> str | None:
-    """The tag named by `latest` when complete, else the newest complete one."""
+def verify(tag_dir: Path) -> str | None:
+    """None when the checkpoint is whole, else what is wrong with it."""
+    try:
+        recorded = json.loads((tag_dir / COMPLETE).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"unreadable {COMPLETE} marker ({err})"
+    for name, size in recorded.items():
+        path = tag_dir / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} bytes, {size} were written"
+    return None
+
+
+def candidates(ckpt_dir: Path) -> list[str]:
+    """Complete tags to try, best first: the one `latest` names, then the rest newest first."""
+    tags = complete_tags(ckpt_dir)[::-1]
     latest = ckpt_dir / LATEST
-    if latest.is_file():
-        tag = latest.read_text().strip()
-        if (ckpt_dir / tag / COMPLETE).is_file():
-            return tag
-    tags = complete_tags(ckpt_dir)
-    return tags[-1] if tags else None
+    if latest.is_file() and latest.read_text().strip() in tags:
+        tags.remove(pointed := latest.read_text().strip())
+        tags.insert(0, pointed)
+    return tags
 
 
-def load(engine, ckpt_dir: Path, tag: str, rank: int) -> tuple[dict, dict]:
-    """Restore engine (model, optimizer) and return (client_state, this rank's state)."""
-    path, client_state = engine.load_checkpoint(str(ckpt_dir), tag=tag)
-    if path is None:
-        raise RuntimeError(f"checkpoint {ckpt_dir / tag} could not be loaded")
+def find_resume_tag(ckpt_dir: Path) -> str | None:
+    """The newest complete checkpoint whose files are whole (no loading)."""
+    return next((tag for tag in candidates(ckpt_dir) if verify(ckpt_dir / tag) is None), None)
+
+
+def _load_one(engine, ckpt_dir: Path, tag: str, rank: int) -> tuple[dict, dict]:
+    problem = verify(ckpt_dir / tag)
+    if problem:
+        raise RuntimeError(problem)
     rank_file = ckpt_dir / tag / f"rank{rank}.pt"
     if not rank_file.is_file():
-        raise RuntimeError(f"checkpoint {ckpt_dir / tag} has no state for rank {rank} "
-                           f"(was it saved with a different number of processes?)")
-    return client_state, torch.load(rank_file, weights_only=True)
+        raise RuntimeError(f"no state for rank {rank} (saved with a different number of processes?)")
+    rank_state = torch.load(rank_file, weights_only=True)
+    path, client_state = engine.load_checkpoint(str(ckpt_dir), tag=tag)
+    if path is None:
+        raise RuntimeError("DeepSpeed could not load it")
+    return client_state, rank_state
+
+
+def load_newest(engine, ckpt_dir: Path, rank: int, tags: list[str] | None = None):
+    """Restore the newest loadable checkpoint on every rank; returns (tag, client, rank_state) or
+    None when there is none. Ranks agree on each attempt, so all end on the same checkpoint."""
+    for tag in candidates(ckpt_dir) if tags is None else tags:
+        ok, why = torch.ones(1), ""
+        try:
+            client, rank_state = _load_one(engine, ckpt_dir, tag, rank)
+        except Exception as err:  # a torn file can fail in any unpickling or tensor code
+            ok, why = torch.zeros(1), f"{type(err).__name__}: {err}"
+        torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
+        if ok.item():
+            return tag, client, rank_state
+        if rank == 0 or why:
+            warnings.warn(f"checkpoint {ckpt_dir / tag} is unusable ({why or 'on another rank'}); "
+                          "falling back to the one before it", stacklevel=2)
+    return None

@@ -11,6 +11,8 @@ from omegaconf import OmegaConf
 from data_prep.config import DataConfig
 from model import ModelConfig
 
+from .tracking import TrackingConfig
+
 PRECISIONS = ("fp32", "bf16")
 SCHEDULES = ("cosine", "linear")
 
@@ -53,6 +55,8 @@ class TrainConfig:
     resume: str = "auto"  # auto | never | path to a checkpoint dir
     peak_tflops: float = 0.0  # for MFU; 0 = look the device up (unknown on CPU)
     prefetch: int = 4  # batches read ahead on a background thread (0 = read inline)
+    max_bad_steps: int = 5  # consecutive skipped (non-finite) steps before training stops
+    export: bool = True  # write export/model.safetensors at the end (and log it to MLflow)
 
 
 def _tiny_model() -> ModelConfig:
@@ -64,6 +68,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=_tiny_model)
     data: TrainDataConfig = field(default_factory=TrainDataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 def _check(cfg: RunConfig) -> None:
@@ -82,7 +87,7 @@ def _check(cfg: RunConfig) -> None:
         if getattr(t, key) <= 0:
             raise bad(key, "must be a positive integer")
     for key in ("save_every", "val_every", "val_batches", "log_every", "keep_last", "warmup_steps",
-                "global_batch", "prefetch"):
+                "global_batch", "prefetch", "max_bad_steps"):
         if getattr(t, key) < 0:
             raise bad(key, "must be >= 0")
     if t.offload_params and t.zero_stage != 3:

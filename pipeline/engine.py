@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .optim import param_groups
+from .optim import FiniteAdamW, param_groups
 
 
 def deepspeed_config(train, world: int) -> dict:
@@ -32,7 +32,7 @@ def build_optimizer(model: torch.nn.Module, train):
     if train.offload_optimizer:
         from deepspeed.ops.adam import DeepSpeedCPUAdam
         return DeepSpeedCPUAdam(groups, lr=train.lr, betas=betas, eps=train.eps, adamw_mode=True)
-    return torch.optim.AdamW(groups, lr=train.lr, betas=betas, eps=train.eps)
+    return FiniteAdamW(groups, lr=train.lr, betas=betas, eps=train.eps)
 
 
 def build_engine(model: torch.nn.Module, train, world: int):

@@ -23,7 +23,7 @@ def consolidated_state_dict(ckpt_dir: Path, tag: str, zero_stage: int) -> dict[s
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
         return get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag)
     states = torch.load(ckpt_dir / tag / "mp_rank_00_model_states.pt", map_location="cpu",
-                        weights_only=False)
+                        weights_only=True)
     return {k: v.float() for k, v in states["module"].items()}
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import nn
 
 # RWKV trains the decay base and the bonus faster than the rest.
@@ -39,3 +40,17 @@ def lr_at(step: int, lr: float, lr_final: float, warmup: int, max_steps: int,
     if schedule == "linear":
         return lr + (lr_final - lr) * progress
     return lr_final + 0.5 * (lr - lr_final) * (1.0 + math.cos(math.pi * progress))
+
+
+class FiniteAdamW(torch.optim.AdamW):
+    """AdamW that skips a step whose gradients are not all finite, as DeepSpeed's ZeRO optimizers
+    do for stages 1-3; its `overflow` flag is how the DeepSpeed engine learns the step was skipped
+    (for ZeRO stage 0, where the engine runs this optimizer directly)."""
+
+    overflow = False
+
+    def step(self, closure=None):
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        norms = torch._foreach_norm(grads) if grads else []
+        self.overflow = bool(grads) and not bool(torch.isfinite(torch.stack(norms)).all())
+        return None if self.overflow else super().step(closure)

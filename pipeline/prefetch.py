@@ -10,6 +10,8 @@ import threading
 
 import torch
 
+from .errors import PipelineError
+
 
 class Prefetcher:
     def __init__(self, stream, batch_size: int, depth: int = 4):
@@ -39,7 +41,7 @@ class Prefetcher:
     def next_batch(self) -> torch.Tensor:
         batch, state = self._queue.get()
         if isinstance(batch, BaseException):
-            raise RuntimeError(f"reading training data failed: {batch}") from batch
+            raise PipelineError(f"reading training data failed: {batch}") from batch
         self._state = state
         return batch
 

@@ -23,6 +23,10 @@ class Progress:
                 parts.append(f"val_loss {record['val_loss']:.4f}")
             self.bar.write(" | ".join(parts))
 
+    def write(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()

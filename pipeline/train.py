@@ -3,11 +3,10 @@
     python -m pipeline.train [--config configs/train/X.yaml] [key=value ...]
 
 Runs as one plain process or under `deepspeed` / `torchrun`. Re-running the same command resumes
-from the newest complete checkpoint (train.resume=auto).
+from the newest complete checkpoint (train.resume=auto) and continues the same MLflow run.
 """
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -15,20 +14,25 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from model import build_model
 
-from . import checkpointing
+from . import checkpointing, faults
 from .config import RunConfig, fit_to_world, parse_args, to_yaml
 from .data_loader import DataDir, TokenStream
 from .distributed import Dist, all_mean, init_distributed
 from .engine import build_engine
+from .errors import PipelineError
 from .flops import flops_per_token, peak_flops
 from .metrics import MetricsLog
 from .optim import lr_at
+from .preemption import StopRequest
 from .prefetch import Prefetcher
 from .progress import Progress
+from .run_info import finish_run, run_tags
+from .tracking import Tracker
 
 
 def lm_loss(engine, batch: torch.Tensor) -> torch.Tensor:
@@ -56,17 +60,28 @@ def set_lr(engine, cfg: RunConfig, step: int) -> float:
     return lr
 
 
-def resume_point(resume: str, ckpt_dir: Path) -> tuple[Path, str] | None:
-    """(checkpoint dir, tag) to resume from: none, the newest complete one, or a given path."""
+def restore(engine, stream: TokenStream, cfg: RunConfig, ckpt_dir: Path, dist: Dist) -> dict:
+    """Step counters of the checkpoint train.resume asks for (zeros for a fresh run); the engine,
+    the stream position and the RNG states are restored in place."""
+    resume = cfg.train.resume
+    fresh = {"step": 0, "tokens": 0, "skipped_steps": 0}
     if resume == "never":
-        return None
+        return fresh
     if resume == "auto":
-        tag = checkpointing.find_resume_tag(ckpt_dir)
-        return None if tag is None else (ckpt_dir, tag)
-    path = Path(resume)
-    if not (path / checkpointing.COMPLETE).is_file():
-        raise FileNotFoundError(f"train.resume={resume}: not a complete checkpoint directory")
-    return path.parent, path.name
+        found = checkpointing.load_newest(engine, ckpt_dir, dist.rank)
+    else:
+        path = Path(resume)
+        found = checkpointing.load_newest(engine, path.parent, dist.rank, tags=[path.name])
+        if found is None:
+            raise FileNotFoundError(f"train.resume={resume}: not a complete, loadable checkpoint")
+    if found is None:
+        return fresh
+    tag, client, rank_state = found
+    stream.load_state_dict(rank_state["stream"])
+    checkpointing.set_rng_state(rank_state["rng"])
+    if dist.is_main:
+        print(f"resumed from {tag} at step {client['step']}", flush=True)
+    return {**fresh, **client}
 
 
 def prepare(cfg: RunConfig) -> tuple[RunConfig, DataDir]:
@@ -79,6 +94,23 @@ def prepare(cfg: RunConfig) -> tuple[RunConfig, DataDir]:
     cfg = fit_to_world(cfg, world)
     data.check_model(cfg.model.vocab_size, cfg.model.ctx_len, world)
     return cfg, data
+
+
+def optimizer_step(engine, next_batch, cfg: RunConfig, step: int, dist: Dist) -> tuple[float, bool]:
+    """One optimizer step over grad_accum micro-batches: (mean loss over ranks, step applied).
+
+    A non-finite loss makes non-finite gradients, which DeepSpeed's optimizer detects and skips
+    the update for (the stage-0 optimizer does the same), so a bad batch never reaches the weights.
+    """
+    loss_sum = 0.0
+    for _ in range(cfg.train.grad_accum):
+        loss = lm_loss(engine, next_batch().to(dist.device, non_blocking=True))
+        if faults.armed("nan_loss", step, dist.rank):
+            loss = loss * float("nan")
+        engine.backward(loss)
+        engine.step()
+        loss_sum += loss.item()
+    return all_mean(loss_sum / cfg.train.grad_accum, dist.device), engine.was_step_applied()
 
 
 def train(cfg: RunConfig, data: DataDir) -> list[dict]:
@@ -96,57 +128,75 @@ def train(cfg: RunConfig, data: DataDir) -> list[dict]:
     engine = build_engine(model, t, dist.world)
     stream = data.stream("train", dist.rank, dist.world, cfg.model.ctx_len, t.seed, t.shuffle)
     val = data.stream("val", dist.rank, dist.world, cfg.model.ctx_len, t.seed, False)
-
-    step, tokens_seen = 0, 0
-    where = resume_point(t.resume, ckpt_dir)
-    if where is not None:
-        client, rank_state = checkpointing.load(engine, *where, dist.rank)
-        step, tokens_seen = client["step"], client["tokens"]
-        stream.load_state_dict(rank_state["stream"])
-        checkpointing.set_rng_state(rank_state["rng"])
-        if dist.is_main:
-            print(f"resumed from {where[0] / where[1]} at step {step}", flush=True)
+    counters = restore(engine, stream, cfg, ckpt_dir, dist)
+    step, tokens_seen, skipped = counters["step"], counters["tokens"], counters["skipped_steps"]
 
     loader = Prefetcher(stream, t.micro_batch, t.prefetch) if t.prefetch else None
     next_batch = loader.next_batch if loader else lambda: stream.next_batch(t.micro_batch)
     metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=dist.is_main)
     metrics.truncate_after(step)
+    tracker = Tracker(cfg.tracking, run_dir, enabled=dist.is_main)
+    tags = run_tags(cfg, data, dist)  # collective: every rank takes part
+    tracker.start(t.run_name, OmegaConf.to_container(OmegaConf.structured(cfg)), tags)
+    stop = StopRequest()
     fpt = flops_per_token(model, cfg.model)
     peak = peak_flops(dist.device, t.peak_tflops)
     tokens_per_step = t.micro_batch * t.grad_accum * dist.world * cfg.model.ctx_len
     progress = Progress(t.max_steps, step, enabled=dist.is_main)
-    records = []
-    while step < t.max_steps:
-        t0 = time.perf_counter()
-        lr = set_lr(engine, cfg, step)
-        loss_sum = 0.0
-        for _ in range(t.grad_accum):
-            loss = lm_loss(engine, next_batch().to(dist.device, non_blocking=True))
-            engine.backward(loss)
-            engine.step()
-            loss_sum += loss.item()
-        step += 1
-        tokens_seen += tokens_per_step
-        seconds = time.perf_counter() - t0
-        record = {"step": step, "loss": all_mean(loss_sum / t.grad_accum, dist.device), "lr": lr,
-                  "tokens": tokens_seen, "grad_norm": float(engine.get_global_grad_norm() or 0.0),
-                  "tokens_per_s": tokens_per_step / seconds}
-        record["mfu"] = fpt * record["tokens_per_s"] / peak if peak else None
-        if t.val_every and (step % t.val_every == 0 or step == t.max_steps):
-            record["val_loss"] = validate(engine, val, cfg, dist)
-        if not math.isfinite(record["loss"]):
-            raise FloatingPointError(f"loss is {record['loss']} at step {step}")
-        metrics.write(record)
-        records.append(record)
-        progress.update(record, log=(t.log_every and step % t.log_every == 0) or "val_loss" in record)
-        if (t.save_every and step % t.save_every == 0) or step == t.max_steps:
-            checkpointing.save(engine, ckpt_dir, step, {"step": step, "tokens": tokens_seen},
-                               {"stream": (loader or stream).state_dict(),
-                                "rng": checkpointing.rng_state()},
-                               dist.rank, t.keep_last)
-    progress.close()
-    if loader:
-        loader.close()
+    records, bad_in_a_row, status = [], 0, "FAILED"
+    try:
+        while step < t.max_steps:
+            t0 = time.perf_counter()
+            lr = set_lr(engine, cfg, step)
+            loss, applied = optimizer_step(engine, next_batch, cfg, step + 1, dist)
+            step += 1
+            tokens_seen += tokens_per_step
+            bad_in_a_row = 0 if applied else bad_in_a_row + 1
+            skipped += not applied
+            seconds = time.perf_counter() - t0
+            record = {"step": step, "loss": loss, "lr": lr, "tokens": tokens_seen,
+                      "grad_norm": float(engine.get_global_grad_norm() or 0.0) if applied else None,
+                      "tokens_per_s": tokens_per_step / seconds, "skipped_steps": skipped}
+            record["mfu"] = fpt * record["tokens_per_s"] / peak if peak else None
+            if t.val_every and (step % t.val_every == 0 or step == t.max_steps):
+                record["val_loss"] = validate(engine, val, cfg, dist)
+            metrics.write(record)
+            tracker.log_step(record)
+            records.append(record)
+            progress.update(record, log=(t.log_every and step % t.log_every == 0) or "val_loss" in record)
+            faults.maybe_kill("kill_after_step", step, dist.rank)
+            if bad_in_a_row >= t.max_bad_steps:
+                raise PipelineError(
+                    f"{bad_in_a_row} consecutive steps had a non-finite loss or gradients (last: step "
+                    f"{step}, train.max_bad_steps={t.max_bad_steps}); stopping. The last good checkpoint "
+                    f"under {ckpt_dir} is kept: lower train.lr or check the data, then re-run to resume")
+            preempted = stop.agreed(dist.device)
+            if (t.save_every and step % t.save_every == 0) or step == t.max_steps or preempted:
+                tag = checkpointing.save(engine, ckpt_dir, step,
+                                         {"step": step, "tokens": tokens_seen, "skipped_steps": skipped},
+                                         {"stream": (loader or stream).state_dict(),
+                                          "rng": checkpointing.rng_state()},
+                                         dist.rank, t.keep_last)
+                tracker.log_event(f'{{"step": {step}, "path": "{(ckpt_dir / tag).resolve()}"}}\n',
+                                  f"checkpoints/{tag}.json")
+            if preempted:
+                if dist.is_main:
+                    progress.write(f"stopped by signal {stop.signal or 'on another rank'} at step {step}; "
+                                   f"checkpoint saved, re-run the same command to resume")
+                status = "KILLED"
+                break
+        else:
+            status = "FINISHED"
+    finally:
+        progress.close()
+        stop.restore()
+        if loader:
+            loader.close()
+        if status != "FINISHED":
+            tracker.finish(status)
+    if dist.is_main and status == "FINISHED":
+        finish_run(cfg, run_dir, metrics.read(), tracker)
+    torch.distributed.barrier()
     return records
 
 
@@ -157,7 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, OmegaConfBaseException) as err:
         print(f"pipeline.train: {err}", file=sys.stderr)
         return 2
-    train(cfg, data)
+    try:
+        train(cfg, data)
+    except PipelineError as err:
+        print(f"pipeline.train: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

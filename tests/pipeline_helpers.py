@@ -1,6 +1,9 @@
 """Synthetic data dirs in the data_prep format, for testing the trainer without running data_prep."""
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -52,3 +55,32 @@ def make_data_dir(root: Path, docs_per_shard=(5, 7, 4, 6), val_docs=(6,), seed=0
             shards.append({"name": name, "sha256": digest, "samples": count, "tokens": total})
     (root / "manifest.json").write_text(json.dumps({"shards": shards}))
     return docs, eot
+
+
+TINY = ["model.n_layer=3", "model.n_embd=64", "model.head_size=16", "model.ctx_len=32",
+        "model.mix_lora_rank=8", "model.decay_lora_rank=8", "train.micro_batch=4",
+        "train.warmup_steps=2", "train.lr=3e-3", "train.lr_final=1e-3", "train.val_every=0",
+        "train.log_every=0"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_train(tmp_path: Path, *overrides, nproc: int = 1, check: bool = True, env: dict | None = None):
+    """`python -m pipeline.train` (or torchrun with nproc ranks) on tmp_path/data, all outputs
+    under tmp_path."""
+    args = [*TINY, f"data.path={tmp_path / 'data'}", f"train.out_dir={tmp_path / 'runs'}",
+            f"tracking.dir={tmp_path / 'mlruns'}", *overrides]
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "pipeline.train", *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={nproc}", "-m", "pipeline.train", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**ENV, **(env or {})}, timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def metrics(tmp_path: Path, run: str):
+    lines = (tmp_path / "runs" / run / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]

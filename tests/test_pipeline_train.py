@@ -1,9 +1,6 @@
 """End-to-end training on CPU: a tiny model on a synthetic data dir, one or two processes."""
-import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,33 +9,7 @@ import torch.nn.functional as F
 from model import load_exported
 from pipeline.data_loader import DataDir
 
-from pipeline_helpers import make_data_dir
-
-TINY = ["model.n_layer=3", "model.n_embd=64", "model.head_size=16", "model.ctx_len=32",
-        "model.mix_lora_rank=8", "model.decay_lora_rank=8", "train.micro_batch=4",
-        "train.warmup_steps=2", "train.lr=3e-3", "train.lr_final=1e-3", "train.val_every=0",
-        "train.log_every=0"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_train(tmp_path: Path, *overrides, nproc: int = 1, check: bool = True):
-    args = [*TINY, f"data.path={tmp_path / 'data'}", f"train.out_dir={tmp_path / 'runs'}", *overrides]
-    if nproc == 1:
-        cmd = [sys.executable, "-m", "pipeline.train", *args]
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc-per-node={nproc}", "-m", "pipeline.train", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
-    if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
-
-
-def metrics(tmp_path: Path, run: str):
-    lines = (tmp_path / "runs" / run / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines]
-
+from pipeline_helpers import ENV, ROOT, TINY, make_data_dir, metrics, run_train
 
 @pytest.fixture
 def data(tmp_path):
@@ -97,7 +68,7 @@ def test_two_ranks_equal_one_rank_with_grad_accum(data):
               "train.zero_stage=2", nproc=2)
     # `make train NPROC=2` goes through launch/train.sh and the deepspeed launcher
     args = [*TINY, f"data.path={data / 'data'}", f"train.out_dir={data / 'runs'}",
-            "train.run_name=launcher", "train.max_steps=4", "train.global_batch=8", "train.zero_stage=2"]
+            f"tracking.dir={data / 'mlruns'}", "train.run_name=launcher", "train.max_steps=4", "train.global_batch=8", "train.zero_stage=2"]
     proc = subprocess.run(["bash", str(ROOT / "launch" / "train.sh"), *args], capture_output=True, text=True,
                           env={**ENV, "NPROC": "2", "PY": sys.executable}, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

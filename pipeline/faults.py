@@ -1,0 +1,42 @@
+"""Deterministic fault injection, so tests can crash a run exactly where real failures strike.
+
+GOLDFINCH_FAULTS is a comma list of `what:step[:rank]` (rank defaults to 0):
+    kill_after_step:5     SIGKILL right after step 5's metrics are written
+    kill_in_save:4        SIGKILL in the middle of step 4's checkpoint (files written, not complete)
+    nan_loss:3            make step 3's loss NaN (its gradients too) on that rank
+    enospc_in_save:6      raise "no space left on device" while writing step 6's checkpoint
+Unset in normal runs, where every check below is a dictionary lookup.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+
+ENV = "GOLDFINCH_FAULTS"
+KINDS = ("kill_after_step", "kill_in_save", "nan_loss", "enospc_in_save")
+
+
+def _parse(text: str) -> set[tuple[str, int, int]]:
+    faults = set()
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        what, *nums = item.split(":")
+        if what not in KINDS or len(nums) not in (1, 2):
+            raise ValueError(f"{ENV}: cannot parse {item!r}; expected one of {KINDS} as what:step[:rank]")
+        faults.add((what, int(nums[0]), int(nums[1]) if len(nums) == 2 else 0))
+    return faults
+
+
+def armed(what: str, step: int, rank: int) -> bool:
+    text = os.environ.get(ENV)
+    return bool(text) and (what, step, rank) in _parse(text)
+
+
+def maybe_kill(what: str, step: int, rank: int) -> None:
+    if armed(what, step, rank):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def maybe_disk_full(step: int, rank: int) -> None:
+    if armed("enospc_in_save", step, rank):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
