@@ -8,6 +8,7 @@ CONFIG ?=
 ARGS ?=
 NPROC ?= 1
 PYTEST_ARGS ?=
+MLFLOW_PORT ?= 5000
 STAMP := $(VENV)/.installed
 
 .PHONY: help setup test data train bench mlflow-ui clean
@@ -33,8 +34,16 @@ train: setup  ## the default tiny GoldFinch run (CONFIG=, ARGS=, NPROC=)
 	@test -d data/default || $(MAKE) data
 	NPROC=$(NPROC) CONFIG=$(CONFIG) bash launch/train.sh $(ARGS)
 
-bench: setup  ## benchmarks that print side-by-side ratios
+bench: setup  ## benchmarks that print side-by-side ratios (results: docs/BENCHMARKS.md)
 	$(PY) benchmarks/prefill.py
+	$(PY) benchmarks/train_overhead.py
+	$(PY) benchmarks/kernels.py
+	$(PY) benchmarks/data_prep.py
+
+mlflow-ui: setup  ## MLflow UI over the store `make train` writes (mlruns/), on 127.0.0.1:$(MLFLOW_PORT)
+	@mkdir -p mlruns
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
+		--default-artifact-root $(CURDIR)/mlruns/artifacts --host 127.0.0.1 --port $(MLFLOW_PORT)
 
 clean:  ## remove the venv and caches (keeps data/, runs/, mlruns/)
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,4 +1,5 @@
 """Compute kernels (imports nothing else of ours): WKV6 and friends, each with a plain reference."""
+from .fused_ce import fused_linear_cross_entropy
 from .wkv6 import wkv6
 
-__all__ = ["wkv6"]
+__all__ = ["wkv6", "fused_linear_cross_entropy"]

@@ -93,3 +93,14 @@ def test_bad_config_fails_before_training(data, override, needle):
     assert proc.returncode != 0
     assert needle in proc.stderr, proc.stderr[-2000:]
     assert not (data / "runs" / "goldfinch-tiny" / "metrics.jsonl").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [1, 3])
+def test_fused_cross_entropy_trains_like_the_plain_loss(data, stage):
+    """train.fused_ce reads the head weight inside the model's forward: under ZeRO-3 too."""
+    for fused in ("false", "true"):
+        run_train(data, f"train.run_name=ce{fused}", "train.max_steps=3", f"train.zero_stage={stage}",
+                  f"train.fused_ce={fused}", "train.export=false")
+    plain, fused = metrics(data, "cefalse"), metrics(data, "cetrue")
+    assert [r["loss"] for r in fused] == pytest.approx([r["loss"] for r in plain], rel=1e-5)

@@ -5,11 +5,13 @@ import os
 
 import torch
 
+from ..triton_runtime import TritonUnavailable, import_triton, warn_once
 from .chunked_torch import wkv6_chunked
 from .naive import wkv6_naive
+from .triton_plan import triton_supports
 
 BACKEND_ENV = "GOLDFINCH_WKV_BACKEND"
-BACKENDS = ("auto", "torch", "naive")
+BACKENDS = ("auto", "torch", "naive", "triton")
 
 
 def _check(r, k, v, w, u, state) -> None:
@@ -32,6 +34,29 @@ def _check(r, k, v, w, u, state) -> None:
             raise ValueError(f"wkv6: {name} is on {x.device} but r is on {r.device}")
         if x is not None and not x.is_floating_point():
             raise ValueError(f"wkv6: {name} must be a floating-point tensor, got {x.dtype}")
+    for name in ("k", "v", "w"):
+        if tensors[name].dtype != r.dtype:
+            raise ValueError(f"wkv6: {name} has dtype {tensors[name].dtype} but r has {r.dtype}; "
+                             "r, k, v and w must share one dtype (u and state may differ)")
+
+
+def _run_triton(r, k, v, w, u, state, explicit: bool):
+    """Triton when it can take these inputs; otherwise torch, after saying why once."""
+    reason = triton_supports(r.shape[-1], v.shape[-1], r.dtype)
+    if reason is None and r.shape[1] == 0:
+        reason = "empty sequence (T=0)"
+    if reason is not None:
+        warn_once(f"wkv6: the Triton backend does not take {reason}; using the torch backend")
+        return wkv6_chunked(r, k, v, w, u, state)
+    try:
+        import_triton()
+        from .triton_autograd import wkv6_triton
+        return wkv6_triton(r, k, v, w, u, state)
+    except TritonUnavailable as err:  # raised before any work: nothing half-done is hidden
+        if explicit:
+            raise
+        warn_once(f"wkv6: {err}; using the torch backend")
+        return wkv6_chunked(r, k, v, w, u, state)
 
 
 def wkv6(r: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w: torch.Tensor,
@@ -41,7 +66,9 @@ def wkv6(r: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w: torch.Tensor,
         S_t = diag(exp(-exp(w_t))) S_{t-1} + k_t^T v_t,   y_t = r_t (S_{t-1} + diag(u) k_t^T v_t).
 
     r, k, w [B, T, H, K]; v [B, T, H, V]; u [H, K] or None (no bonus); state [B, H, K, V] fp32.
-    `backend`: auto | torch | naive; the environment variable GOLDFINCH_WKV_BACKEND overrides it.
+    `backend`: auto (Triton for CUDA tensors, torch otherwise) | torch | naive | triton (CUDA, or
+    CPU under TRITON_INTERPRET=1); the environment variable GOLDFINCH_WKV_BACKEND overrides it.
+    Head sizes or dtypes the Triton kernels lack fall back to torch with a one-time warning.
     """
     _check(r, k, v, w, u, state)
     choice = os.environ.get(BACKEND_ENV) or backend
@@ -49,7 +76,9 @@ def wkv6(r: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w: torch.Tensor,
         raise ValueError(f"wkv6: unknown backend {choice!r}; expected one of {', '.join(BACKENDS)}")
     if choice == "naive":
         return wkv6_naive(r, k, v, w, u, state)
+    if choice == "triton" or (choice == "auto" and r.device.type == "cuda"):
+        return _run_triton(r, k, v, w, u, state, explicit=choice == "triton")
     return wkv6_chunked(r, k, v, w, u, state)
 
 
-__all__ = ["wkv6", "wkv6_chunked", "wkv6_naive"]
+__all__ = ["wkv6", "wkv6_chunked", "wkv6_naive", "BACKENDS", "BACKEND_ENV"]
