@@ -1,0 +1,108 @@
+"""Whole `python -m data_prep` path vs tokenizing the same corpus in one process, in one run.
+
+Both sides use the same tokenizer (trained once here on the corpus, or --tokenizer) and the same
+documents (the default input, this Python's standard library, unless --input). The data_prep time
+is the wall time of the command in a fresh output dir: interpreter start, scan, Ray start-up,
+tokenizing, writing shards and manifest, Ray shutdown. The baseline is `encode_batch` over the
+already-loaded texts in one process, timed alone, with one tokenizer thread and with all of them.
+Goal on a 2-core box: data_prep <= 0.8x the one-process baseline.
+
+    python benchmarks/data_prep.py [--input PATH] [--tokenizer tokenizer.json] [--repeats 1]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# run as a script, this file's folder comes first on sys.path and its name would hide the package
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
+
+BASELINE = r"""
+import sys, time
+from tokenizers import Tokenizer
+from benchmarks.data_prep import load_texts
+texts = load_texts(sys.argv[1] or None)
+tok = Tokenizer.from_file(sys.argv[2])
+t0 = time.perf_counter()
+encodings = tok.encode_batch(texts, add_special_tokens=False)
+print(time.perf_counter() - t0, sum(len(e.ids) for e in encodings))
+"""
+
+
+def load_texts(input_spec: str | None) -> list[str]:
+    """The usable documents data_prep would tokenize, in its order."""
+    from data_prep.config import DataConfig
+    from data_prep.readers import read_documents
+    from data_prep.sharding import make_plan
+    from data_prep.sources import find_corpus
+
+    cfg = DataConfig(input=input_spec)
+    plan = make_plan(find_corpus(input_spec), cfg, lambda skipped: None)
+    refs = [ref for shard in plan.shards for _, ref in shard.docs]
+    return [text for _, text in read_documents(refs, cfg.text_field, cfg.on_invalid_utf8)]
+
+
+def train_once(input_spec: str | None, path: Path) -> None:
+    from data_prep.config import DataConfig
+    from data_prep.tokenizer import train_tokenizer
+
+    path.write_text(train_tokenizer(load_texts(input_spec), DataConfig().vocab_size))
+
+
+def baseline(input_spec: str | None, tokenizer: Path, threads: int | None) -> tuple[float, int]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if threads:
+        env["RAYON_NUM_THREADS"] = str(threads)
+    else:
+        env.pop("RAYON_NUM_THREADS", None)
+    out = subprocess.run([sys.executable, "-c", BASELINE, input_spec or "", str(tokenizer)], cwd=ROOT,
+                         env=env, check=True, capture_output=True, text=True).stdout.split()
+    return float(out[0]), int(out[1])
+
+
+def pipeline(input_spec: str | None, tokenizer: Path, out: Path) -> tuple[float, str]:
+    args = [sys.executable, "-m", "data_prep", f"data.output={out}", f"data.tokenizer={tokenizer}"]
+    if input_spec:
+        args.append(f"data.input={input_spec}")
+    t0 = time.perf_counter()
+    done = subprocess.run(args, cwd=ROOT, check=True, capture_output=True, text=True)
+    return time.perf_counter() - t0, done.stdout.strip().splitlines()[-1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--input", help="data.input (default: the standard library)")
+    parser.add_argument("--tokenizer", help="tokenizer.json to use (default: train one first)")
+    parser.add_argument("--repeats", type=int, default=1, help="best of N for each side")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench_data_prep_") as tmp:
+        tokenizer = Path(args.tokenizer) if args.tokenizer else Path(tmp) / "tokenizer.json"
+        if not args.tokenizer:
+            t0 = time.perf_counter()
+            train_once(args.input, tokenizer)
+            print(f"tokenizer trained once for both sides in {time.perf_counter() - t0:.1f} s")
+        load_before = os.getloadavg()[0]
+        ones, everys, runs = [], [], []
+        for i in range(args.repeats):  # interleaved, so a busy spell on the box hits every side
+            ones.append(baseline(args.input, tokenizer, 1))
+            everys.append(baseline(args.input, tokenizer, None))
+            runs.append(pipeline(args.input, tokenizer, Path(tmp) / f"out{i}"))
+        one, every, (wall, line) = min(ones), min(everys), min(runs)
+    print(line)
+    print(f"cpus: {os.cpu_count()}, tokens: {one[1]:,}, best of {args.repeats}, "
+          f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
+    print(f"one process, encode_batch, 1 thread:          {one[0]:7.2f} s")
+    print(f"one process, encode_batch, {os.cpu_count()} threads:         {every[0]:7.2f} s")
+    print(f"python -m data_prep (whole path, Ray):        {wall:7.2f} s")
+    print(f"ratio data_prep / one process (1 thread):     {wall / one[0]:7.2f}x  (goal <= 0.8x)")
+    print(f"ratio data_prep / one process (all threads):  {wall / every[0]:7.2f}x")
+
+
+if __name__ == "__main__":
+    main()
