@@ -3,14 +3,17 @@ validated before any work starts."""
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Optional
 
 from omegaconf import OmegaConf
 
 from data_prep.config import DataConfig
 from model import ModelConfig
 
+from .freezing import FreezeConfig
 from .tracking import TrackingConfig
 
 PRECISIONS = ("fp32", "bf16")
@@ -53,6 +56,7 @@ class TrainConfig:
     grad_ckpt: bool = False
     fused_ce: bool = False
     resume: str = "auto"  # auto | never | path to a checkpoint dir
+    init_from: Optional[str] = None  # run dir, checkpoint, export dir or .safetensors (new runs)
     peak_tflops: float = 0.0  # for MFU; 0 = look the device up (unknown on CPU)
     prefetch: int = 4  # batches read ahead on a background thread (0 = read inline)
     max_bad_steps: int = 5  # consecutive skipped (non-finite) steps before training stops
@@ -69,6 +73,7 @@ class RunConfig:
     data: TrainDataConfig = field(default_factory=TrainDataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    freeze: FreezeConfig = field(default_factory=FreezeConfig)
 
 
 def _check(cfg: RunConfig) -> None:
@@ -111,6 +116,18 @@ def fit_to_world(cfg: RunConfig, world: int) -> RunConfig:
     return replace(cfg, train=replace(t, grad_accum=t.global_batch // per_pass))
 
 
+PHASE_KEYS = re.compile(r"\b(until_step|train|lr_scale):(?! )")
+
+
+def _spaced_phases(override: str) -> str:
+    """`freeze.phases=[{until_step:8,train:[gold]},{train:[all]}]` as typed on a command line is
+    not YAML (a mapping needs `key: value`); space the known keys so it parses, and leave
+    selectors such as `layers:0-3` alone."""
+    if not override.startswith("freeze.phases="):
+        return override
+    return PHASE_KEYS.sub(r"\1: ", override)
+
+
 def load_run_config(config: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Schema <- YAML file <- overrides; unknown keys and wrong types fail here, naming the key."""
     layers = [OmegaConf.structured(RunConfig)]
@@ -119,7 +136,7 @@ def load_run_config(config: str | Path | None = None, overrides: list[str] | Non
             raise FileNotFoundError(f"config file {config} does not exist")
         layers.append(OmegaConf.load(config))
     if overrides:
-        layers.append(OmegaConf.from_dotlist(list(overrides)))
+        layers.append(OmegaConf.from_dotlist([_spaced_phases(o) for o in overrides]))
     merged = OmegaConf.merge(*layers)
     cfg: RunConfig = OmegaConf.to_object(merged)
     _check(cfg)
@@ -136,5 +153,5 @@ def parse_args(argv: list[str] | None, description: str) -> tuple[RunConfig, arg
     parser.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. train.max_steps=50")
     # the deepspeed launcher passes this; the rank is read from LOCAL_RANK, which it also sets
     parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     return load_run_config(args.config, args.overrides), args

@@ -26,8 +26,9 @@ def deepspeed_config(train, world: int) -> dict:
     }
 
 
-def build_optimizer(model: torch.nn.Module, train):
-    groups = param_groups(model, train.weight_decay)
+def build_optimizer(model: torch.nn.Module, train, carried: set[str] | None = None,
+                    lr_scale: float = 1.0):
+    groups = param_groups(model, train.weight_decay, carried, lr_scale)
     betas = (train.beta1, train.beta2)
     if train.offload_optimizer:
         from deepspeed.ops.adam import DeepSpeedCPUAdam
@@ -35,14 +36,15 @@ def build_optimizer(model: torch.nn.Module, train):
     return FiniteAdamW(groups, lr=train.lr, betas=betas, eps=train.eps)
 
 
-def build_engine(model: torch.nn.Module, train, world: int):
+def build_engine(model: torch.nn.Module, train, world: int, carried: set[str] | None = None,
+                 lr_scale: float = 1.0):
     """Wrap the model in a DeepSpeed engine whose optimizer holds only trainable parameters."""
     import deepspeed
 
     if train.fused_ce and train.zero_stage == 3:
         # the fused loss reads head.weight inside the model's own forward, not the head's
         deepspeed.zero.register_external_parameter(model, model.head.weight)
-    optimizer = build_optimizer(model, train)
+    optimizer = build_optimizer(model, train, carried, lr_scale)
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer,
                                       config=deepspeed_config(train, world))
     return engine

@@ -17,14 +17,18 @@ from . import checkpointing
 
 
 def consolidated_state_dict(ckpt_dir: Path, tag: str, zero_stage: int) -> dict[str, torch.Tensor]:
-    """Full fp32 weights: gathered from the ZeRO optimizer shards (stages 1-3, which hold the fp32
-    master copy), or read from the stage-0 model file."""
+    """Full fp32 weights of a checkpoint. The model file holds every parameter as the module had
+    it (stages 0-2); the ZeRO shards hold the fp32 masters of the trained ones (stages 1-3, and
+    stage 3's frozen ones too), which win. Frozen parameters under ZeRO-1 are only in the former."""
+    model_file = ckpt_dir / tag / "mp_rank_00_model_states.pt"  # stage 3 names its files per rank
+    full = {}
+    if model_file.is_file():
+        states = torch.load(model_file, map_location="cpu", weights_only=True)
+        full = {k: v.float() for k, v in states["module"].items() if v.numel()}
     if zero_stage > 0:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-        return get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag)
-    states = torch.load(ckpt_dir / tag / "mp_rank_00_model_states.pt", map_location="cpu",
-                        weights_only=True)
-    return {k: v.float() for k, v in states["module"].items()}
+        full.update(get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag))
+    return full
 
 
 def export(run_dir: Path, out: Path, step: int | None = None) -> Path:

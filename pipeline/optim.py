@@ -11,23 +11,27 @@ FAST_LR_NAMES = ("decay_base", "bonus")
 FAST_LR_SCALE = 2.0
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float, carried: set[str] | None = None,
+                 lr_scale: float = 1.0) -> list[dict]:
     """Weight decay on matrices only; 2x learning rate for decay bases and bonuses.
 
-    Each group carries `lr_scale`, multiplied into the scheduled lr every step, and the names of
-    its parameters (`names`) so that a rebuilt optimizer can be matched against the old one.
-    Frozen parameters (requires_grad=False) are left out: they hold no optimizer state.
+    Each group carries `lr_scale` (multiplied into the scheduled lr every step), the names of its
+    parameters (`names`), and whether they carry Adam state over from the phase before
+    (`carried`): Adam keeps one step count per group under ZeRO, so carried and new parameters
+    never share a group. Frozen parameters (requires_grad=False) hold no optimizer state.
     """
-    buckets: dict[tuple[float, float], list[tuple[str, nn.Parameter]]] = {}
+    carried = carried or set()
+    buckets: dict[tuple[float, float, bool], list[tuple[str, nn.Parameter]]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         fast = name.rsplit(".", 1)[-1] in FAST_LR_NAMES
         decay = weight_decay if p.dim() >= 2 else 0.0
-        buckets.setdefault((FAST_LR_SCALE if fast else 1.0, decay), []).append((name, p))
+        key = (FAST_LR_SCALE if fast else 1.0, decay, name in carried)
+        buckets.setdefault(key, []).append((name, p))
     return [{"params": [p for _, p in items], "names": [n for n, _ in items],
-             "weight_decay": wd, "lr_scale": scale}
-            for (scale, wd), items in sorted(buckets.items())]
+             "weight_decay": wd, "lr_scale": scale * lr_scale, "carried": is_carried}
+            for (scale, wd, is_carried), items in sorted(buckets.items())]
 
 
 def lr_at(step: int, lr: float, lr_final: float, warmup: int, max_steps: int,

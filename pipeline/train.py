@@ -7,6 +7,7 @@ from the newest complete checkpoint (train.resume=auto) and continues the same M
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -19,11 +20,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from model import build_model
 
-from . import checkpointing, faults
+from . import checkpointing, faults, freezing, phase_switch
 from .config import RunConfig, fit_to_world, parse_args, to_yaml
 from .data_loader import DataDir, TokenStream
 from .distributed import Dist, all_mean, init_distributed
-from .engine import build_engine
 from .errors import PipelineError
 from .flops import flops_per_token, peak_flops
 from .metrics import MetricsLog
@@ -32,7 +32,9 @@ from .preemption import StopRequest
 from .prefetch import Prefetcher
 from .progress import Progress
 from .run_info import finish_run, run_tags
+from .startup import open_run
 from .tracking import Tracker
+from .init_from import source_kind
 
 
 def lm_loss(engine, batch: torch.Tensor) -> torch.Tensor:
@@ -60,28 +62,24 @@ def set_lr(engine, cfg: RunConfig, step: int) -> float:
     return lr
 
 
-def restore(engine, stream: TokenStream, cfg: RunConfig, ckpt_dir: Path, dist: Dist) -> dict:
-    """Step counters of the checkpoint train.resume asks for (zeros for a fresh run); the engine,
-    the stream position and the RNG states are restored in place."""
-    resume = cfg.train.resume
-    fresh = {"step": 0, "tokens": 0, "skipped_steps": 0}
-    if resume == "never":
-        return fresh
-    if resume == "auto":
-        found = checkpointing.load_newest(engine, ckpt_dir, dist.rank)
-    else:
-        path = Path(resume)
-        found = checkpointing.load_newest(engine, path.parent, dist.rank, tags=[path.name])
-        if found is None:
-            raise FileNotFoundError(f"train.resume={resume}: not a complete, loadable checkpoint")
-    if found is None:
-        return fresh
-    tag, client, rank_state = found
-    stream.load_state_dict(rank_state["stream"])
-    checkpointing.set_rng_state(rank_state["rng"])
-    if dist.is_main:
-        print(f"resumed from {tag} at step {client['step']}", flush=True)
-    return {**fresh, **client}
+def report_init(report: dict, source: str, run_dir: Path, tracker) -> None:
+    """Print and keep which parameters train.init_from loaded, left new, and ignored."""
+    text = json.dumps({"source": source, **report}, indent=1)
+    (run_dir / "init_from.json").write_text(text + "\n")
+    tracker.log_event(text, "init_from.json")
+    print(f"init_from {source}: loaded {len(report['loaded'])} parameters, "
+          f"{len(report['new'])} new (initialised), {len(report['ignored'])} ignored; "
+          f"lists in {run_dir / 'init_from.json'}", flush=True)
+    for kind in ("new", "ignored"):
+        if report[kind]:
+            print(f"  {kind}: {', '.join(report[kind])}", flush=True)
+
+
+def announce_phase(phase: int, step: int, trainable: int, progress, tracker) -> None:
+    line = f"freeze phase {phase} from step {step + 1}: {trainable:,} trainable parameters"
+    progress.write(line)
+    tracker.log_event(json.dumps({"phase": phase, "from_step": step + 1, "trainable": trainable}),
+                      f"events/phase{phase}-step{step + 1}.json")
 
 
 def prepare(cfg: RunConfig) -> tuple[RunConfig, DataDir]:
@@ -93,6 +91,9 @@ def prepare(cfg: RunConfig) -> tuple[RunConfig, DataDir]:
     world = int(os.environ.get("WORLD_SIZE", 1))
     cfg = fit_to_world(cfg, world)
     data.check_model(cfg.model.vocab_size, cfg.model.ctx_len, world)
+    freezing.validate(cfg.freeze, build_model(cfg.model, device="meta"), cfg.train.max_steps)
+    if cfg.train.init_from:
+        source_kind(Path(cfg.train.init_from))
     return cfg, data
 
 
@@ -123,13 +124,13 @@ def train(cfg: RunConfig, data: DataDir) -> list[dict]:
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
 
     torch.manual_seed(t.seed)  # the same initial weights on every rank
-    model = build_model(cfg.model)
-    model.grad_ckpt, model.fused_ce = t.grad_ckpt, t.fused_ce
-    engine = build_engine(model, t, dist.world)
     stream = data.stream("train", dist.rank, dist.world, cfg.model.ctx_len, t.seed, t.shuffle)
     val = data.stream("val", dist.rank, dist.world, cfg.model.ctx_len, t.seed, False)
-    counters = restore(engine, stream, cfg, ckpt_dir, dist)
-    step, tokens_seen, skipped = counters["step"], counters["tokens"], counters["skipped_steps"]
+    start = open_run(cfg, dist, ckpt_dir, stream)
+    engine, phase = start.engine, start.phase
+    step, tokens_seen, skipped = start.step, start.tokens, start.skipped_steps
+    if dist.is_main and start.resumed_from:
+        print(f"resumed from {start.resumed_from} at step {step}", flush=True)
 
     loader = Prefetcher(stream, t.micro_batch, t.prefetch) if t.prefetch else None
     next_batch = loader.next_batch if loader else lambda: stream.next_batch(t.micro_batch)
@@ -138,14 +139,20 @@ def train(cfg: RunConfig, data: DataDir) -> list[dict]:
     tracker = Tracker(cfg.tracking, run_dir, enabled=dist.is_main)
     tags = run_tags(cfg, data, dist)  # collective: every rank takes part
     tracker.start(t.run_name, OmegaConf.to_container(OmegaConf.structured(cfg)), tags)
+    if start.init_report and dist.is_main:
+        report_init(start.init_report, t.init_from, run_dir, tracker)
     stop = StopRequest()
-    fpt = flops_per_token(model, cfg.model)
+    fpt = flops_per_token(engine.module, cfg.model)
     peak = peak_flops(dist.device, t.peak_tflops)
     tokens_per_step = t.micro_batch * t.grad_accum * dist.world * cfg.model.ctx_len
     progress = Progress(t.max_steps, step, enabled=dist.is_main)
     records, bad_in_a_row, status = [], 0, "FAILED"
     try:
         while step < t.max_steps:
+            if freezing.phase_at(cfg.freeze, step) != phase:
+                phase = freezing.phase_at(cfg.freeze, step)
+                engine, start.trainable = phase_switch.switch(engine, cfg, phase, dist.world, dist.device)
+                announce_phase(phase, step, start.trainable, progress, tracker)
             t0 = time.perf_counter()
             lr = set_lr(engine, cfg, step)
             loss, applied = optimizer_step(engine, next_batch, cfg, step + 1, dist)
@@ -157,6 +164,9 @@ def train(cfg: RunConfig, data: DataDir) -> list[dict]:
             record = {"step": step, "loss": loss, "lr": lr, "tokens": tokens_seen,
                       "grad_norm": float(engine.get_global_grad_norm() or 0.0) if applied else None,
                       "tokens_per_s": tokens_per_step / seconds, "skipped_steps": skipped}
+            if cfg.freeze.phases:
+                record.update(phase=phase, trainable_params=start.trainable,
+                              optimizer_state_bytes=phase_switch.optimizer_state_bytes(engine))
             record["mfu"] = fpt * record["tokens_per_s"] / peak if peak else None
             if t.val_every and (step % t.val_every == 0 or step == t.max_steps):
                 record["val_loss"] = validate(engine, val, cfg, dist)
@@ -173,7 +183,8 @@ def train(cfg: RunConfig, data: DataDir) -> list[dict]:
             preempted = stop.agreed(dist.device)
             if (t.save_every and step % t.save_every == 0) or step == t.max_steps or preempted:
                 tag = checkpointing.save(engine, ckpt_dir, step,
-                                         {"step": step, "tokens": tokens_seen, "skipped_steps": skipped},
+                                         {"step": step, "tokens": tokens_seen, "skipped_steps": skipped,
+                                          "phase": phase},
                                          {"stream": (loader or stream).state_dict(),
                                           "rng": checkpointing.rng_state()},
                                          dist.rank, t.keep_last)
@@ -204,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg, _ = parse_args(argv, __doc__.splitlines()[0])
         cfg, data = prepare(cfg)
-    except (ValueError, FileNotFoundError, OmegaConfBaseException) as err:
+    except (ValueError, FileNotFoundError, OmegaConfBaseException, PipelineError) as err:
         print(f"pipeline.train: {err}", file=sys.stderr)
         return 2
     try:

@@ -1,0 +1,131 @@
+"""Validation loss and perplexity of a trained model over a data dir's val shards.
+
+    python -m pipeline.evaluate --run runs/<name> [--step N] [--data DIR] [--batches N] [--log-mlflow]
+    python -m pipeline.evaluate --model DIR --data DIR [--batches N]
+
+Reads the val split the way the trainer's validation does (rank 0 of 1, unshuffled, seeded with
+train.seed, micro-batches of train.micro_batch windows of model.ctx_len + 1 tokens), so with the
+default --batches (train.val_batches) it reproduces the run's own val_loss; more batches give a
+steadier estimate. Deterministic: nothing is sampled. Prints one JSON object on stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .data_loader import DataDir
+from .run_loading import LoadedModel, check_vocab, load, run_data_path
+from .tracking import TrackingConfig, store_uris
+
+DEFAULT_SEED, DEFAULT_BATCH, DEFAULT_BATCHES = 1337, 8, 8
+
+
+@dataclass
+class EvalPlan:
+    """Which windows to score: the same four numbers the trainer's validate() uses."""
+    batches: int
+    micro_batch: int
+    ctx_len: int
+    seed: int
+
+
+def plan_for(loaded: LoadedModel, batches: int | None, micro_batch: int | None) -> EvalPlan:
+    """The run's own validation settings, overridable; defaults when there is no run config."""
+    train = loaded.run_cfg.train if loaded.run_cfg is not None else None
+    plan = EvalPlan(
+        batches=batches or (int(train.val_batches) if train and train.val_batches else DEFAULT_BATCHES),
+        micro_batch=micro_batch or (int(train.micro_batch) if train else DEFAULT_BATCH),
+        ctx_len=loaded.cfg.ctx_len,
+        seed=int(train.seed) if train else DEFAULT_SEED)
+    for key in ("batches", "micro_batch"):
+        if getattr(plan, key) <= 0:
+            raise ValueError(f"--{key.replace('_', '-')} must be a positive integer")
+    return plan
+
+
+@torch.no_grad()
+def val_loss(model, data: DataDir, plan: EvalPlan) -> float:
+    """Mean over batches of each batch's mean next-token loss, in the model's training loss path."""
+    model.eval()
+    stream = data.stream("val", 0, 1, plan.ctx_len, plan.seed, False)
+    losses = []
+    for _ in range(plan.batches):
+        batch = stream.next_batch(plan.micro_batch)
+        loss, _ = model(batch[:, :-1], targets=batch[:, 1:])
+        losses.append(loss.item())
+    return sum(losses) / len(losses)
+
+
+def evaluate(loaded: LoadedModel, data_path: Path, batches: int | None = None,
+             micro_batch: int | None = None) -> dict:
+    data = DataDir.open(data_path)
+    check_vocab(loaded.cfg.vocab_size, data.vocab_size, data_path)
+    plan = plan_for(loaded, batches, micro_batch)
+    loss = val_loss(loaded.model, data, plan)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)),
+            "tokens": plan.batches * plan.micro_batch * plan.ctx_len, "batches": plan.batches,
+            "micro_batch": plan.micro_batch, "ctx_len": plan.ctx_len, "step": loaded.step,
+            "data": str(data_path), "source": str(loaded.source)}
+
+
+def log_to_mlflow(loaded: LoadedModel, result: dict) -> str:
+    """Log eval_loss / eval_perplexity at the checkpoint's step into the run's own MLflow run."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+    from omegaconf import OmegaConf
+
+    from .tracking import RUN_ID_FILE
+
+    if loaded.run_dir is None or loaded.run_cfg is None:
+        raise ValueError("--log-mlflow needs --run (an exported model alone has no MLflow run)")
+    id_file = loaded.run_dir / RUN_ID_FILE
+    if not id_file.is_file():
+        raise FileNotFoundError(f"{id_file} is missing: the run was not tracked in MLflow")
+    tracking = TrackingConfig(**OmegaConf.to_container(loaded.run_cfg.tracking))
+    run_id = id_file.read_text().strip()
+    client = MlflowClient(tracking_uri=store_uris(tracking)[0])
+    step, now = result["step"] or 0, int(time.time() * 1000)
+    metrics = [Metric(f"eval_{key}", float(result[key]), now, step)
+               for key in ("loss", "perplexity", "tokens")]
+    client.log_batch(run_id, metrics=metrics)
+    client.set_tag(run_id, "eval_data", result["data"])
+    return run_id
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.evaluate",
+                                     description=__doc__.splitlines()[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", type=Path, help="run directory (runs/<name>)")
+    source.add_argument("--model", type=Path, help="exported model dir (model.safetensors + config.json)")
+    parser.add_argument("--step", type=int, help="checkpoint step (default: the latest complete one)")
+    parser.add_argument("--data", type=Path, help="data dir (default: the run's data.path)")
+    parser.add_argument("--batches", type=int, help="micro-batches to score (default: train.val_batches)")
+    parser.add_argument("--micro-batch", type=int, help="windows per batch (default: train.micro_batch)")
+    parser.add_argument("--log-mlflow", action="store_true", help="log to the run's MLflow run")
+    args = parser.parse_args(argv)
+    try:
+        torch.manual_seed(0)
+        loaded = load(args.run, args.model, args.step)
+        data_path = args.data or run_data_path(loaded)
+        if data_path is None:
+            raise ValueError(f"{args.model} has no run config naming its data: pass --data DIR")
+        result = evaluate(loaded, data_path, args.batches, args.micro_batch)
+        if args.log_mlflow:
+            result["mlflow_run_id"] = log_to_mlflow(loaded, result)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"pipeline.evaluate: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

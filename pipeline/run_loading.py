@@ -1,0 +1,128 @@
+"""Load a trained model for inference: from a run's checkpoint or from an exported model dir.
+
+evaluate, generate and compare all go through here, so "the run's model", its step and its
+tokenizer mean the same thing everywhere. Every failure is a FileNotFoundError or ValueError whose
+message names the path that is wrong, for the CLIs to print as one line.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from model import LanguageModel, ModelConfig, build_model, load_exported
+
+from . import checkpointing
+from .export import consolidated_state_dict
+
+RUN_CONFIG = "config.yaml"
+TOKENIZER = "tokenizer.json"
+
+
+@dataclass
+class LoadedModel:
+    model: LanguageModel  # fp32, eval mode, on CPU
+    run_dir: Path | None  # the run it came from, when known
+    run_cfg: DictConfig | None  # that run's resolved config.yaml
+    step: int | None  # checkpoint step; None for an export whose step is unknown
+    source: Path  # the checkpoint or export dir the weights were read from
+
+    @property
+    def cfg(self) -> ModelConfig:
+        return self.model.cfg
+
+
+def read_run_config(run_dir: Path) -> DictConfig:
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run dir {run_dir} does not exist")
+    path = run_dir / RUN_CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: {run_dir} is not a training run dir")
+    return OmegaConf.load(path)
+
+
+def checkpoint_tag(run_dir: Path, step: int | None) -> tuple[str, int]:
+    """The complete checkpoint to read: the one for `step`, or the newest whole one."""
+    ckpt_dir = run_dir / "checkpoints"
+    tag = checkpointing.tag_for(step) if step is not None else checkpointing.find_resume_tag(ckpt_dir)
+    if tag is None:
+        raise FileNotFoundError(f"no complete checkpoint under {ckpt_dir}")
+    marker = ckpt_dir / tag / checkpointing.COMPLETE
+    if not marker.is_file():
+        known = ", ".join(checkpointing.complete_tags(ckpt_dir)) or "none"
+        raise FileNotFoundError(f"{ckpt_dir / tag} is not a complete checkpoint (complete: {known})")
+    return tag, int(json.loads(marker.read_text())["step"])
+
+
+def load_from_run(run_dir: Path, step: int | None = None) -> LoadedModel:
+    """Consolidated fp32 weights of a checkpoint (any ZeRO stage), loaded strictly."""
+    run_cfg = read_run_config(run_dir)
+    tag, found_step = checkpoint_tag(run_dir, step)
+    model_cfg = ModelConfig(**OmegaConf.to_container(run_cfg.model))
+    ckpt_dir = run_dir / "checkpoints"
+    weights = consolidated_state_dict(ckpt_dir, tag, int(run_cfg.train.zero_stage))
+    model = build_model(model_cfg)
+    model.load_state_dict(weights, strict=True)
+    return LoadedModel(model.eval(), run_dir, run_cfg, found_step, ckpt_dir / tag)
+
+
+def load_from_export(model_dir: Path) -> LoadedModel:
+    """An exported dir; when it is a run's own `export/`, the run's config comes along."""
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"model dir {model_dir} does not exist")
+    model = load_exported(model_dir)
+    parent = model_dir.resolve().parent
+    run_dir = parent if (parent / RUN_CONFIG).is_file() else None
+    run_cfg = OmegaConf.load(parent / RUN_CONFIG) if run_dir else None
+    return LoadedModel(model.eval(), run_dir, run_cfg, None, model_dir)
+
+
+def load(run: Path | None = None, model_dir: Path | None = None, step: int | None = None) -> LoadedModel:
+    if (run is None) == (model_dir is None):
+        raise ValueError("give exactly one of --run and --model")
+    if model_dir is not None:
+        if step is not None:
+            raise ValueError("--step picks a checkpoint of a run; it does not apply to --model")
+        return load_from_export(model_dir)
+    return load_from_run(run, step)
+
+
+def run_data_path(loaded: LoadedModel) -> Path | None:
+    """The data dir the run trained on (config.yaml data.path), if there is a run config."""
+    if loaded.run_cfg is None:
+        return None
+    return Path(loaded.run_cfg.data.path)
+
+
+def tokenizer_path(loaded: LoadedModel, override: Path | None = None) -> Path:
+    """--tokenizer if given, else tokenizer.json in the run's data dir; it must exist."""
+    if override is not None:
+        path = override
+    elif (data := run_data_path(loaded)) is not None:
+        path = data / TOKENIZER
+    else:
+        raise FileNotFoundError(f"{loaded.source} has no run config.yaml next to it, so its "
+                                f"tokenizer is unknown: pass --tokenizer PATH/tokenizer.json")
+    if not path.is_file():
+        raise FileNotFoundError(f"tokenizer {path} does not exist")
+    return path
+
+
+def check_vocab(model_vocab: int, data_vocab: int, where: Path) -> None:
+    if data_vocab > model_vocab:
+        raise ValueError(f"the tokenizer of {where} has {data_vocab} tokens, more than the model's "
+                         f"vocabulary ({model_vocab}): it is not the data this model was trained on")
+
+
+@torch.no_grad()
+def prefill_cache_bytes(model: LanguageModel, tokens: torch.Tensor) -> dict:
+    """Per-token cache bytes (bf16 cache, int32 ids) and fixed state bytes, measured by pre-filling
+    `tokens` [1, T] with the linear path and asking the state."""
+    _, state = model(tokens, last_only=True)
+    n = tokens.shape[1]
+    return {"tokens": n, "cache_bytes": state.cache_bytes(),
+            "cache_bytes_per_token": state.cache_bytes() / n,
+            "fixed_state_bytes": state.recurrent_bytes()}

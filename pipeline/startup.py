@@ -1,0 +1,70 @@
+"""Where a run starts: the newest loadable checkpoint (in the phase it was saved in), or a fresh
+model for phase 0, optionally initialised from another run (`train.init_from`)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import checkpointing, freezing
+from .errors import PipelineError
+from .init_from import load_matching
+from .phase_switch import build_phase_engine, new_model
+
+
+@dataclass
+class Start:
+    engine: object
+    phase: int
+    trainable: int
+    step: int = 0
+    tokens: int = 0
+    skipped_steps: int = 0
+    resumed_from: str | None = None
+    init_report: dict = field(default_factory=dict)
+
+
+def _checkpoint_step(ckpt_dir: Path, tag: str) -> int:
+    try:
+        return int(json.loads((ckpt_dir / tag / checkpointing.COMPLETE).read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return -1  # unreadable marker: load_newest reports it and moves on
+
+
+def _resume_tags(resume: str, ckpt_dir: Path) -> tuple[Path, list[str]]:
+    if resume == "never":
+        return ckpt_dir, []
+    if resume == "auto":
+        return ckpt_dir, checkpointing.candidates(ckpt_dir)
+    path = Path(resume)
+    return path.parent, [path.name]
+
+
+def open_run(cfg, dist, ckpt_dir: Path, stream) -> Start:
+    """The engine and counters training continues from; restores the stream and RNG in place."""
+    root, tags = _resume_tags(cfg.train.resume, ckpt_dir)
+    engine, built = None, None
+    for tag in tags:
+        step = _checkpoint_step(root, tag)
+        phase = freezing.phase_at(cfg.freeze, max(step - 1, 0))  # the phase that saved it
+        if engine is None or phase != built:
+            if engine is not None:
+                engine.destroy()
+            engine, trainable = build_phase_engine(cfg, phase, dist.world, dist.device, new_model(cfg))
+            built = phase
+        found = checkpointing.load_newest(engine, root, dist.rank, tags=[tag])
+        if found is None:
+            continue
+        _, client, rank_state = found
+        stream.load_state_dict(rank_state["stream"])
+        checkpointing.set_rng_state(rank_state["rng"])
+        return Start(engine, phase, trainable, client["step"], client["tokens"],
+                     client.get("skipped_steps", 0), resumed_from=tag)
+    if cfg.train.resume not in ("auto", "never"):
+        raise PipelineError(f"train.resume={cfg.train.resume}: not a complete, loadable checkpoint")
+    if engine is not None:
+        engine.destroy()
+    model = new_model(cfg)
+    report = load_matching(model, cfg.train.init_from) if cfg.train.init_from else {}
+    engine, trainable = build_phase_engine(cfg, 0, dist.world, dist.device, model)
+    return Start(engine, 0, trainable, init_report=report)
