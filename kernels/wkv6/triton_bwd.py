@@ -18,7 +18,7 @@ backwards as dS = exp(a_tot) dS' + (r e^{b_ex})^T dy. The kernels:
 import triton
 import triton.language as tl
 
-from .triton_tiles import intra_key_grads, intra_query_grads, intra_scores, tile_log_decays
+from .triton_tiles import decays_and_scores, intra_key_grads, intra_query_grads, tile_log_decays
 
 
 @triton.jit
@@ -70,8 +70,6 @@ def chunk_value_grads_bwd(r_ptr, k_ptr, w_ptr, dy_ptr, u_ptr, dstates_ptr, dv_pt
     base_k = (b * T * H + h) * K
     base_v = (b * T * H + h) * V
     ds = tl.load(dstates_ptr + (bh * n_chunks + n) * K * V + ck[:, None] * V + cv[None, :])
-    if HAS_U:
-        u = tl.load(u_ptr + h * K + ck).to(tl.float32)
     for j in range(C // BC):
         i = C // BC - 1 - j
         t = n * C + i * BC + sub
@@ -82,11 +80,7 @@ def chunk_value_grads_bwd(r_ptr, k_ptr, w_ptr, dy_ptr, u_ptr, dstates_ptr, dv_pt
         k = tl.load(k_ptr + kw_off, mask=valid, other=0.0).to(tl.float32)
         w = tl.load(w_ptr + kw_off, mask=valid, other=0.0).to(tl.float32)
         dy = tl.load(dy_ptr + v_off, mask=valid, other=0.0).to(tl.float32)
-        b_ex, a_in, a_rev, a_tot = tile_log_decays(w, valid)
-        p = intra_scores(r, k, b_ex, a_in, BC)
-        if HAS_U:
-            bonus = tl.sum(r * u[None, :] * k, 1)
-            p = tl.where(sub[:, None] == sub[None, :], bonus[:, None], p)
+        b_ex, a_in, a_rev, a_tot, p = decays_and_scores(r, k, w, valid, u_ptr + h * K + ck, HAS_U, BC)
         dv = (tl.dot(k * tl.exp(a_rev), ds, input_precision=PREC)
               + tl.dot(tl.trans(p), dy, input_precision=PREC))
         tl.store(dv_ptr + v_off, dv.to(dv_ptr.dtype.element_ty), mask=valid)

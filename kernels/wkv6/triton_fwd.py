@@ -12,7 +12,7 @@ Inputs are [B, T, H, X] (row stride H*X); states are [B, H, N, K, V] fp32 with N
 import triton
 import triton.language as tl
 
-from .triton_tiles import intra_scores, tile_log_decays
+from .triton_tiles import decays_and_scores, tile_log_decays
 
 
 @triton.jit
@@ -61,8 +61,6 @@ def chunk_outputs_fwd(r_ptr, k_ptr, v_ptr, w_ptr, u_ptr, states_ptr, y_ptr, T,
     base_k = (b * T * H + h) * K
     base_v = (b * T * H + h) * V
     s = tl.load(states_ptr + (bh * n_chunks + n) * K * V + ck[:, None] * V + cv[None, :])
-    if HAS_U:
-        u = tl.load(u_ptr + h * K + ck).to(tl.float32)
     for i in range(C // BC):
         t = n * C + i * BC + sub
         valid = (t < T)[:, None]
@@ -72,11 +70,7 @@ def chunk_outputs_fwd(r_ptr, k_ptr, v_ptr, w_ptr, u_ptr, states_ptr, y_ptr, T,
         k = tl.load(k_ptr + kw_off, mask=valid, other=0.0).to(tl.float32)
         w = tl.load(w_ptr + kw_off, mask=valid, other=0.0).to(tl.float32)
         v = tl.load(v_ptr + v_off, mask=valid, other=0.0).to(tl.float32)
-        b_ex, a_in, a_rev, a_tot = tile_log_decays(w, valid)
-        p = intra_scores(r, k, b_ex, a_in, BC)
-        if HAS_U:
-            bonus = tl.sum(r * u[None, :] * k, 1)
-            p = tl.where(sub[:, None] == sub[None, :], bonus[:, None], p)
+        b_ex, a_in, a_rev, a_tot, p = decays_and_scores(r, k, w, valid, u_ptr + h * K + ck, HAS_U, BC)
         y = tl.dot(r * tl.exp(b_ex), s, input_precision=PREC) + tl.dot(p, v, input_precision=PREC)
         tl.store(y_ptr + v_off, y.to(y_ptr.dtype.element_ty), mask=valid)
         s = s * tl.exp(a_tot)[:, None] + tl.dot(tl.trans(k * tl.exp(a_rev)), v, input_precision=PREC)

@@ -70,3 +70,17 @@ def intra_key_grads(d, r, b_ex, a_in, BC: tl.constexpr):
         term = d_t[:, None] * r_t[None, :] * tl.exp(tl.minimum(b_t[None, :] - a_in, 0.0))
         acc += tl.where(idx[:, None] < t, term, 0.0)
     return acc
+
+
+@triton.jit
+def decays_and_scores(r, k, w, valid, u_row_ptr, HAS_U: tl.constexpr, BC: tl.constexpr):
+    """The tile's log-decays and pair scores P, with the bonus r_t.(u*k_t) on P's diagonal when
+    the model has one (Finch; Finch-C2 has none)."""
+    b_ex, a_in, a_rev, a_tot = tile_log_decays(w, valid)
+    p = intra_scores(r, k, b_ex, a_in, BC)
+    if HAS_U:
+        idx = tl.arange(0, BC)
+        u = tl.load(u_row_ptr).to(tl.float32)
+        bonus = tl.sum(r * u[None, :] * k, 1)
+        p = tl.where(idx[:, None] == idx[None, :], bonus[:, None], p)
+    return b_ex, a_in, a_rev, a_tot, p
