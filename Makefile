@@ -30,7 +30,7 @@ test: setup  ## the whole test suite on CPU (Triton in interpreter mode)
 data: setup  ## build data/default from the Python standard library (ARGS="key=value ...")
 	$(PY) -m data_prep $(ARGS)
 
-train: setup  ## the default tiny GoldFinch run (CONFIG=, ARGS=, NPROC=)
+train: setup  ## the default tiny GoldFinch run (CONFIG=, ARGS=, NPROC=; several nodes: NNODES= NODE_RANK= MASTER_ADDR= MASTER_PORT= or HOSTFILE=, see launch/train.sh)
 	@test -d data/default || $(MAKE) data
 	NPROC=$(NPROC) CONFIG=$(CONFIG) bash launch/train.sh $(ARGS)
 

@@ -223,7 +223,7 @@ def run(cfg: DataConfig, progress: bool | None = None) -> dict:
         output_dir.write_run_record(out, config, plan.input_digest)
     tokenizer_json = obtain_tokenizer(cfg, out, plan)
     info = tokenizer.describe(tokenizer_json)
-    job = ShardJob(str(out), info["sha256"], cfg.text_field, cfg.on_invalid_utf8)
+    job = ShardJob(str(out.resolve()), info["sha256"], cfg.text_field, cfg.on_invalid_utf8)
     output_dir.remove_stale_shards(out, {s.name for s in plan.shards})
     builder = Builder(plan, job, tokenizer_json, progress)
     try:

@@ -46,6 +46,13 @@ def open_run(cfg, dist, ckpt_dir: Path, stream) -> Start:
     engine, built = None, None
     for tag in tags:
         step = _checkpoint_step(root, tag)
+        saved_world = len(list((root / tag).glob("rank*.pt")))  # the trainer's own per-rank files
+        if checkpointing.verify(root / tag) is None and saved_world != dist.world:
+            raise PipelineError(
+                f"checkpoint {root / tag} was saved by {saved_world} ranks, this run has {dist.world}: "
+                "ZeRO cannot re-partition its optimizer state. Resume with the same nodes x processes "
+                f"per node, or start a new run from its weights (train.init_from={root / tag} "
+                "train.run_name=<new name>)")
         phase = freezing.phase_at(cfg.freeze, max(step - 1, 0))  # the phase that saved it
         if engine is None or phase != built:
             if engine is not None:

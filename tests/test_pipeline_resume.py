@@ -142,3 +142,16 @@ def test_unreachable_tracking_server_warns_once_and_training_completes(data):
                                                              "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"})
     assert proc.stderr.count("training goes on without tracking") == 1
     assert [r["step"] for r in metrics(data, "offline")] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_resuming_with_another_world_size_is_refused(data):
+    run_train(data, "train.run_name=w2", "train.zero_stage=2", "train.max_steps=3", "train.export=false",
+              nproc=2)
+    before = (data / "runs" / "w2" / "metrics.jsonl").read_text()
+    proc = run_train(data, "train.run_name=w2", "train.zero_stage=2", "train.max_steps=6",
+                     "train.export=false", check=False)
+    assert proc.returncode == 1
+    assert "saved by 2 ranks, this run has 1" in proc.stderr and "Traceback" not in proc.stderr
+    assert (data / "runs" / "w2" / "metrics.jsonl").read_text() == before
+    assert (data / "runs" / "w2" / "checkpoints" / "latest").read_text().strip() == "step00000003"
