@@ -9,9 +9,10 @@ ARGS ?=
 NPROC ?= 1
 PYTEST_ARGS ?=
 MLFLOW_PORT ?= 5000
+COMPARE_STEPS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup test data train bench mlflow-ui clean
+.PHONY: help setup test data train compare bench mlflow-ui clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,6 +34,10 @@ data: setup  ## build data/default from the Python standard library (ARGS="key=v
 train: setup  ## the default tiny GoldFinch run (CONFIG=, ARGS=, NPROC=; several nodes: NNODES= NODE_RANK= MASTER_ADDR= MASTER_PORT= or HOSTFILE=, see launch/train.sh)
 	@test -d data/default || $(MAKE) data
 	NPROC=$(NPROC) CONFIG=$(CONFIG) bash launch/train.sh $(ARGS)
+
+compare: setup  ## GoldFinch vs Finch vs Llama on the same data and tokens -> docs/RESULTS.md (COMPARE_STEPS=, ARGS=)
+	@test -d data/default || $(MAKE) data
+	COMPARE_STEPS=$(COMPARE_STEPS) $(PY) -m pipeline.compare $(ARGS)
 
 bench: setup  ## benchmarks that print side-by-side ratios (results: docs/BENCHMARKS.md)
 	$(PY) benchmarks/prefill.py

@@ -1,20 +1,30 @@
 """Pre-fill time vs prompt length: tiny GoldFinch (linear pre-fill) against tiny Llama.
 
-    python benchmarks/prefill.py [--lengths 1024 2048 4096 8192 16384] [--repeats 2]
+    python benchmarks/prefill.py [--lengths 1024 2048 4096 8192 16384] [--repeats 2] [--plot PATH]
 
 Both models see the same prompts in one run; prints each time and the ratio per doubling
-(GoldFinch's goal: <= 2.2x per doubling, i.e. linear in the prompt length).
+(GoldFinch's goal: <= 2.2x per doubling, i.e. linear in the prompt length), and draws time vs
+prompt length on log-log axes (default docs/img/prefill.png), where linear growth is a line of
+slope 1 and quadratic growth one of slope 2.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import platform
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from model import build_model, load_model_config
+# Run as a script, this folder comes first on sys.path and benchmarks/kernels.py would shadow the
+# `kernels` package that `model` imports; resolve packages from the repository root instead.
+_HERE = Path(__file__).resolve().parent
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+
+from model import build_model, load_model_config  # noqa: E402
 
 
 @torch.no_grad()
@@ -29,6 +39,34 @@ def prefill_seconds(model, length: int, repeats: int, vocab: int) -> float:
     return best
 
 
+def plot(results: dict[str, dict[int, float]], out: Path, title: str) -> Path:
+    """Time vs prompt length per arch, log-log, with a slope-1 guide through the first point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for arch, times in results.items():
+        ax.plot(list(times), list(times.values()), "o-", label=arch)
+    first = next(iter(results.values()))
+    n0, t0 = next(iter(first.items()))
+    lengths = sorted(first)
+    ax.plot(lengths, [t0 * n / n0 for n in lengths], ":", color="grey", label="linear (slope 1)")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("prompt length (tokens)")
+    ax.set_ylabel("pre-fill time (s)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
@@ -36,9 +74,13 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=16384)
     parser.add_argument("--archs", nargs="+", default=["goldfinch", "llama"])
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--plot", type=Path, default=Path("docs/img/prefill.png"),
+                        help="PNG of time vs prompt length, log-log (default: %(default)s)")
     args = parser.parse_args()
     torch.manual_seed(0)
-    print(f"# pre-fill, batch 1, fp32, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    cpu = platform.processor() or platform.machine()
+    header = f"pre-fill, batch 1, fp32, {torch.get_num_threads()} threads, {cpu}"
+    print(f"# {header}")
     results = {}
     for arch in args.archs:
         cfg = load_model_config(f"{arch}-tiny", [f"vocab_size={args.vocab}"])
@@ -57,6 +99,7 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=1)
+    print(f"plot: {plot(results, args.plot, header)}")
 
 
 if __name__ == "__main__":

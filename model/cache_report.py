@@ -23,6 +23,12 @@ DEFAULT_PRESETS = ("L24-D2048", "L80-D8192")
 META_ABOVE_PARAMS = 300_000_000
 
 
+def llama_style_bytes_per_token(cfg: ModelConfig) -> int:
+    """The K/V cache a Llama of this depth and width keeps per token: bf16 keys and values in
+    every layer, no grouped-query sharing (the paper's comparison)."""
+    return 2 * 2 * cfg.n_layer * cfg.n_embd
+
+
 def estimated_params(cfg: ModelConfig) -> int:
     with torch.device("meta"):
         return build_model(cfg, device="meta").num_params()
@@ -50,7 +56,7 @@ def report(cfg: ModelConfig, tokens: int = 64, device: str = "auto") -> dict:
         "ratio": round(llama / gold, 3),
         "goldfinch_recurrent_bytes": recurrent,
         "formula_goldfinch": 2 * cfg.compressed_width + 4,
-        "formula_llama": 2 * 2 * cfg.n_layer * cfg.n_embd,
+        "formula_llama": llama_style_bytes_per_token(cfg),
     }
 
 

@@ -38,16 +38,20 @@ class EvalPlan:
 
 def plan_for(loaded: LoadedModel, batches: int | None, micro_batch: int | None) -> EvalPlan:
     """The run's own validation settings, overridable; defaults when there is no run config."""
+    check_counts(batches, micro_batch)
     train = loaded.run_cfg.train if loaded.run_cfg is not None else None
-    plan = EvalPlan(
-        batches=batches or (int(train.val_batches) if train and train.val_batches else DEFAULT_BATCHES),
-        micro_batch=micro_batch or (int(train.micro_batch) if train else DEFAULT_BATCH),
-        ctx_len=loaded.cfg.ctx_len,
-        seed=int(train.seed) if train else DEFAULT_SEED)
-    for key in ("batches", "micro_batch"):
-        if getattr(plan, key) <= 0:
-            raise ValueError(f"--{key.replace('_', '-')} must be a positive integer")
-    return plan
+    if batches is None:
+        batches = int(train.val_batches) if train and train.val_batches else DEFAULT_BATCHES
+    if micro_batch is None:
+        micro_batch = int(train.micro_batch) if train else DEFAULT_BATCH
+    return EvalPlan(batches, micro_batch, loaded.cfg.ctx_len,
+                    int(train.seed) if train else DEFAULT_SEED)
+
+
+def check_counts(batches: int | None, micro_batch: int | None) -> None:
+    for name, value in (("--batches", batches), ("--micro-batch", micro_batch)):
+        if value is not None and value <= 0:
+            raise ValueError(f"{name}={value}: must be a positive integer")
 
 
 @torch.no_grad()
@@ -112,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-mlflow", action="store_true", help="log to the run's MLflow run")
     args = parser.parse_args(argv)
     try:
-        torch.manual_seed(0)
+        check_counts(args.batches, args.micro_batch)
         loaded = load(args.run, args.model, args.step)
         data_path = args.data or run_data_path(loaded)
         if data_path is None:

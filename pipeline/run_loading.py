@@ -6,7 +6,10 @@ message names the path that is wrong, for the CLIs to print as one line.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,14 +83,33 @@ def load_from_export(model_dir: Path) -> LoadedModel:
     return LoadedModel(model.eval(), run_dir, run_cfg, None, model_dir)
 
 
+@contextlib.contextmanager
+def stdout_to_stderr():
+    """DeepSpeed reports checkpoint loading on stdout (partly through logging handlers bound to
+    the stream at import time); the CLIs keep stdout for their result, so while loading both the
+    Python stream and file descriptor 1 point at stderr."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def load(run: Path | None = None, model_dir: Path | None = None, step: int | None = None) -> LoadedModel:
+    """A run's checkpoint (--run, --step) or an export (--model); loading chatter goes to stderr."""
     if (run is None) == (model_dir is None):
         raise ValueError("give exactly one of --run and --model")
-    if model_dir is not None:
-        if step is not None:
-            raise ValueError("--step picks a checkpoint of a run; it does not apply to --model")
-        return load_from_export(model_dir)
-    return load_from_run(run, step)
+    with stdout_to_stderr():
+        if model_dir is not None:
+            if step is not None:
+                raise ValueError("--step picks a checkpoint of a run; it does not apply to --model")
+            return load_from_export(model_dir)
+        return load_from_run(run, step)
 
 
 def run_data_path(loaded: LoadedModel) -> Path | None:

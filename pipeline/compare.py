@@ -1,0 +1,241 @@
+"""Train GoldFinch, Finch and Llama on the same data, tokens, seed and schedule; report the results.
+
+    python -m pipeline.compare [--config configs/compare/default.yaml] [key=value ...]
+    COMPARE_STEPS=2000 python -m pipeline.compare micro_batch=32 ctx_len=512   # on a GPU
+
+Each arch is trained by `python -m pipeline.train` as its own process, from its preset
+(configs/model/<arch>-tiny.yaml by default), into one MLflow experiment. Parameter counts are
+checked first: archs further apart than `param_tolerance` stop the comparison before any training.
+Afterwards each trained model is evaluated on the same val windows and pre-filled with
+`cache_context` tokens to measure its cache; the table goes to `results` (docs/RESULTS.md), the
+val-loss curves to `plot` (docs/img/compare.png) and all numbers to `<out_dir>/<run_prefix>-results.json`.
+Step count: `steps=` on the command line, else the COMPARE_STEPS environment variable, else the YAML.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from statistics import median
+
+import torch
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from model import build_model
+
+from .config import load_run_config
+from .data_loader import DataDir
+from .errors import PipelineError
+from .evaluate import evaluate, log_to_mlflow
+from .run_loading import load_from_run, prefill_cache_bytes
+
+MANIFEST_KEYS = ("splits", "totals", "input", "tokenizer")
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "compare" / "default.yaml"
+
+
+@dataclass
+class CompareConfig:
+    archs: list[str] = field(default_factory=lambda: ["goldfinch", "finch", "llama"])
+    preset: str = "configs/model/{arch}-tiny.yaml"  # each arch's model preset ({arch} is filled in)
+    data: str = "data/default"
+    steps: int = 100
+    micro_batch: int = 8
+    ctx_len: int = 256
+    seed: int = 1337
+    val_every: int = 0  # 0: about ten validations over the run
+    val_batches: int = 4  # the trainer's validation (the curve in the plot)
+    eval_batches: int = 16  # the final val loss in the table (pipeline.evaluate)
+    train_overrides: list[str] = field(default_factory=list)  # passed to every run, last
+    nproc: int = 1  # processes per run (torchrun) when > 1
+    run_prefix: str = "compare"
+    out_dir: str = "runs"
+    experiment: str = "compare"
+    tracking_dir: str = "mlruns"
+    tracking: bool = True
+    fresh: bool = True  # delete runs/<prefix>-<arch> first; false: resume them instead
+    param_tolerance: float = 0.10
+    cache_context: int = 4096
+    results: str = "docs/RESULTS.md"
+    plot: str = "docs/img/compare.png"
+    machine: str = ""  # described in RESULTS.md; empty: detected
+    date: str = ""  # empty: today
+
+
+def load_config(config: str | Path | None, overrides: list[str]) -> CompareConfig:
+    """Schema <- YAML <- COMPARE_STEPS <- overrides; unknown keys fail naming the key."""
+    layers = [OmegaConf.structured(CompareConfig)]
+    path = Path(config) if config else DEFAULT_CONFIG
+    if config or path.is_file():
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        layers.append(OmegaConf.load(path))
+    if os.environ.get("COMPARE_STEPS"):
+        try:
+            layers.append(OmegaConf.create({"steps": int(os.environ["COMPARE_STEPS"])}))
+        except ValueError:
+            raise ValueError(f"COMPARE_STEPS={os.environ['COMPARE_STEPS']!r}: must be an integer")
+    layers.append(OmegaConf.from_dotlist(overrides))
+    cfg: CompareConfig = OmegaConf.to_object(OmegaConf.merge(*layers))
+    for key in ("steps", "micro_batch", "ctx_len", "val_batches", "eval_batches", "nproc",
+                "cache_context"):
+        if getattr(cfg, key) <= 0:
+            raise ValueError(f"{key}={getattr(cfg, key)}: must be a positive integer")
+    if not cfg.archs or len(set(cfg.archs)) != len(cfg.archs):
+        raise ValueError(f"archs={cfg.archs}: must list distinct architectures")
+    return cfg
+
+
+def run_name(cfg: CompareConfig, arch: str) -> str:
+    return f"{cfg.run_prefix}-{arch}"
+
+
+def train_args(cfg: CompareConfig, arch: str) -> list[str]:
+    """The trainer's command line for one arch: everything but the arch is the same for all."""
+    val_every = cfg.val_every or max(1, cfg.steps // 10)
+    return ["--config", cfg.preset.format(arch=arch),
+            f"data.path={cfg.data}", f"train.run_name={run_name(cfg, arch)}",
+            f"train.out_dir={cfg.out_dir}", f"train.max_steps={cfg.steps}",
+            f"train.micro_batch={cfg.micro_batch}", f"model.ctx_len={cfg.ctx_len}",
+            f"train.seed={cfg.seed}", f"train.val_every={val_every}",
+            f"train.val_batches={cfg.val_batches}", f"train.save_every={cfg.steps}",
+            f"train.resume={'never' if cfg.fresh else 'auto'}", "train.export=true",
+            f"tracking.enabled={str(cfg.tracking).lower()}", f"tracking.experiment={cfg.experiment}",
+            f"tracking.dir={cfg.tracking_dir}", *cfg.train_overrides]
+
+
+def count_params(cfg: CompareConfig) -> dict[str, int]:
+    """Each arch's parameter count as the trainer will build it (on `meta`: no memory, no init)."""
+    vocab = DataDir.open(cfg.data).vocab_size
+    counts = {}
+    for arch in cfg.archs:
+        run_cfg = load_run_config(cfg.preset.format(arch=arch), train_args(cfg, arch)[2:])
+        if run_cfg.model.arch != arch:
+            raise ValueError(f"preset {cfg.preset.format(arch=arch)} builds arch "
+                             f"{run_cfg.model.arch!r}, not {arch!r}")
+        model_cfg = run_cfg.model if run_cfg.model.vocab_size else replace(run_cfg.model, vocab_size=vocab)
+        counts[arch] = build_model(model_cfg, device="meta").num_params()
+    return counts
+
+
+def check_params(counts: dict[str, int], tolerance: float) -> float:
+    """(largest / smallest) - 1; raises PipelineError when it exceeds the tolerance."""
+    spread = max(counts.values()) / min(counts.values()) - 1.0
+    listing = ", ".join(f"{arch} {n:,}" for arch, n in counts.items())
+    print(f"pipeline.compare: parameters: {listing} (spread {spread:.1%}, limit {tolerance:.0%})",
+          flush=True)
+    if spread > tolerance:
+        raise PipelineError(f"parameter counts are not matched within {tolerance:.0%}: {listing} "
+                            f"(largest/smallest - 1 = {spread:.1%}); adjust the presets or "
+                            f"train_overrides so the models are the same size")
+    return spread
+
+
+def train_one(cfg: CompareConfig, arch: str) -> float:
+    """Run the trainer as a subprocess (its output passes through); returns its wall time."""
+    run_dir = Path(cfg.out_dir) / run_name(cfg, arch)
+    if cfg.fresh and run_dir.exists():
+        print(f"pipeline.compare: removing the previous {run_dir} (fresh=true)", flush=True)
+        shutil.rmtree(run_dir)
+    launcher = [sys.executable, "-m", "pipeline.train"]
+    if cfg.nproc > 1:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                    f"--nproc-per-node={cfg.nproc}", "-m", "pipeline.train"]
+    print(f"pipeline.compare: training {arch}: {' '.join(launcher[1:] + train_args(cfg, arch))}",
+          flush=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(launcher + train_args(cfg, arch))
+    if proc.returncode:
+        raise PipelineError(f"training {arch} failed (exit {proc.returncode}); its run dir is "
+                            f"{run_dir}. Re-run with fresh=false to resume the runs where they stopped")
+    return time.perf_counter() - t0
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        raise PipelineError(f"{path} is missing: did the run finish?")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def summarize(cfg: CompareConfig, arch: str, wall_s: float, data: DataDir) -> dict:
+    """One row of the table: from the run's metrics, a fresh evaluation and a cache measurement."""
+    run_dir = Path(cfg.out_dir) / run_name(cfg, arch)
+    records = read_metrics(run_dir)
+    loaded = load_from_run(run_dir)
+    tail = records[-max(1, len(records) // 10):]
+    timed = records[1:] if len(records) > 1 else records  # step 1 pays for warm-up
+    speeds = [r["tokens_per_s"] for r in timed if r.get("tokens_per_s")]
+    result = evaluate(loaded, Path(cfg.data), batches=cfg.eval_batches)
+    if cfg.tracking:
+        log_to_mlflow(loaded, result)
+    model = loaded.model
+    model.cache_dtype = torch.bfloat16  # what the cache is reported in, whatever the run chose
+    stream = data.stream("val", 0, 1, cfg.cache_context, cfg.seed, False)
+    cache = prefill_cache_bytes(model, stream.next_batch(1)[:, :cfg.cache_context])
+    return {
+        "arch": arch, "run": run_name(cfg, arch), "params": model.num_params(),
+        "step": loaded.step, "tokens": records[-1]["tokens"],
+        "final_train_loss": sum(r["loss"] for r in tail) / len(tail), "train_loss_steps": len(tail),
+        "val_loss": result["loss"], "val_perplexity": result["perplexity"],
+        "val_tokens": result["tokens"], "trainer_val_loss": records[-1].get("val_loss"),
+        "tokens_per_s": median(speeds) if speeds else None, "wall_s": wall_s,
+        "cache_context": cfg.cache_context,
+        "cache_bytes_per_token": cache["cache_bytes_per_token"],
+        "fixed_state_bytes": cache["fixed_state_bytes"],
+        "curve": [(r["tokens"], r["val_loss"]) for r in records if r.get("val_loss") is not None],
+    }
+
+
+def run_settings(cfg: CompareConfig) -> dict:
+    """The schedule and shape the runs actually used (from the first run's config.yaml)."""
+    run_cfg = OmegaConf.load(Path(cfg.out_dir) / run_name(cfg, cfg.archs[0]) / "config.yaml")
+    t, m = run_cfg.train, run_cfg.model
+    return {"lr": t.lr, "lr_final": t.lr_final, "lr_schedule": t.lr_schedule,
+            "warmup_steps": t.warmup_steps, "precision": t.precision, "zero_stage": t.zero_stage,
+            "vocab_size": m.vocab_size,
+            "shape": f" ({m.n_layer} layers x {m.n_embd}, head size {m.head_size}, context {m.ctx_len})"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .compare_report import describe_machine, write_plot, write_results
+
+    parser = argparse.ArgumentParser(prog="python -m pipeline.compare",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="YAML (default: configs/compare/default.yaml)")
+    parser.add_argument("overrides", nargs="*", help="key=value, e.g. steps=50 archs=[goldfinch,llama]")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    try:
+        cfg = load_config(args.config, args.overrides)
+        data = DataDir.open(cfg.data)
+        spread = check_params(count_params(cfg), cfg.param_tolerance)
+        walls = {arch: train_one(cfg, arch) for arch in cfg.archs}
+        rows = [summarize(cfg, arch, walls[arch], data) for arch in cfg.archs]
+    except (FileNotFoundError, ValueError, OmegaConfBaseException, PipelineError) as err:
+        print(f"pipeline.compare: {err}", file=sys.stderr)
+        return 2
+    cfg = replace(cfg, date=cfg.date or datetime.date.today().isoformat(),
+                  machine=cfg.machine or describe_machine())
+    summary = {"config": asdict(cfg), "param_spread": spread, "rows": rows,
+               "train": run_settings(cfg),
+               "wall_s": time.perf_counter() - started,
+               "data": {k: data.manifest[k] for k in MANIFEST_KEYS if k in data.manifest}}
+    out = Path(cfg.out_dir) / f"{cfg.run_prefix}-results.json"
+    out.write_text(json.dumps(summary, indent=1) + "\n")
+    write_plot(rows, Path(cfg.plot))
+    write_results(summary, Path(cfg.results), Path(cfg.plot))
+    print(f"pipeline.compare: wrote {cfg.results}, {cfg.plot} and {out} "
+          f"({summary['wall_s'] / 60:.1f} min)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
