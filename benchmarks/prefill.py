@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import sys
 import time
@@ -91,6 +92,10 @@ def main() -> None:
         for i, (n, t) in enumerate(zip(args.lengths, times)):
             ratio = f"{t / times[i - 1]:.2f}x" if i else "-"
             print(f"    {n:>6} tokens  {t * 1000:9.1f} ms  {n / t:9.0f} tok/s  per doubling {ratio}")
+        doublings = math.log2(args.lengths[-1] / args.lengths[0])
+        if doublings > 0:
+            mean = (times[-1] / times[0]) ** (1 / doublings)
+            print(f"    mean per doubling {args.lengths[0]} -> {args.lengths[-1]}: {mean:.2f}x")
     if len(args.archs) > 1:
         base = args.archs[0]
         for other in args.archs[1:]:
