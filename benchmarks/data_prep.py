@@ -19,12 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-# run as a script, this file's folder comes first on sys.path and its name would hide the package
-sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
+from _repo_path import ROOT  # first: the `data_prep` package, not this file
 
 BASELINE = r"""
 import sys, time
+sys.path.append("benchmarks")
 from tokenizers import Tokenizer
 from benchmarks.data_prep import load_texts
 texts = load_texts(sys.argv[1] or None)

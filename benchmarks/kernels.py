@@ -23,12 +23,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-# Run as a script, this file's folder comes first on sys.path and its name would shadow the
-# `kernels` package; look the package up from the repository root instead.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-sys.path.insert(0, os.path.dirname(_HERE))
-
+import _repo_path  # noqa: E402,F401  (first: the `kernels` package, not this file)
 from kernels import fused_linear_cross_entropy, wkv6  # noqa: E402
 
 

@@ -13,18 +13,12 @@ import argparse
 import json
 import math
 import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-# Run as a script, this folder comes first on sys.path and benchmarks/kernels.py would shadow the
-# `kernels` package that `model` imports; resolve packages from the repository root instead.
-_HERE = Path(__file__).resolve().parent
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
-
+import _repo_path  # noqa: E402,F401  (first: the `kernels` package, not benchmarks/kernels.py)
 from model import build_model, load_model_config  # noqa: E402
 
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import _repo_path  # noqa: E402,F401  (the packages and tests/ helpers, not benchmarks/*.py)
 
 
 def step_time(step_fn, batches, warmup: int = 2) -> float:

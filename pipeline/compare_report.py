@@ -13,6 +13,8 @@ import platform
 import sys
 from pathlib import Path
 
+from .plots import save
+
 CLAIMED_ORDER = ("goldfinch", "finch", "llama")  # the paper: lowest loss first
 
 
@@ -37,15 +39,8 @@ def write_plot(rows: list[dict], out: Path) -> Path:
         if row["curve"]:
             tokens, losses = zip(*row["curve"])
             ax.plot(tokens, losses, "o-", markersize=3, label=f"{row['arch']} ({row['params'] / 1e6:.1f} M)")
-    ax.set_xlabel("training tokens")
-    ax.set_ylabel("val loss (nats/token)")
-    ax.set_title("Validation loss vs tokens, same data, seed and schedule")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save(fig, ax, out, "training tokens", "val loss (nats/token)",
+                "Validation loss vs tokens, same data, seed and schedule")
 
 
 def ordering(rows: list[dict]) -> tuple[bool, str]:

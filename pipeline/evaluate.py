@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from .data_loader import DataDir
-from .run_loading import LoadedModel, check_vocab, load, run_data_path
+from .run_loading import LoadedModel, add_source_args, check_vocab, load, run_data_path
 from .tracking import TrackingConfig, store_uris
 
 DEFAULT_SEED, DEFAULT_BATCH, DEFAULT_BATCHES = 1337, 8, 8
@@ -106,10 +106,7 @@ def log_to_mlflow(loaded: LoadedModel, result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.evaluate",
                                      description=__doc__.splitlines()[0])
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run", type=Path, help="run directory (runs/<name>)")
-    source.add_argument("--model", type=Path, help="exported model dir (model.safetensors + config.json)")
-    parser.add_argument("--step", type=int, help="checkpoint step (default: the latest complete one)")
+    add_source_args(parser)
     parser.add_argument("--data", type=Path, help="data dir (default: the run's data.path)")
     parser.add_argument("--batches", type=int, help="micro-batches to score (default: train.val_batches)")
     parser.add_argument("--micro-batch", type=int, help="windows per batch (default: train.micro_batch)")

@@ -29,7 +29,7 @@ from model import LanguageModel, ModelConfig, ModelState
 from model.cache_report import llama_style_bytes_per_token
 
 from .data_loader import EOT
-from .run_loading import check_vocab, load, tokenizer_path
+from .run_loading import add_source_args, check_vocab, load, tokenizer_path
 from .sampling import check_params, next_token
 
 
@@ -112,10 +112,7 @@ def report(stats: dict) -> str:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pipeline.generate",
                                      description=__doc__.splitlines()[0])
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run", type=Path, help="run directory (runs/<name>)")
-    source.add_argument("--model", type=Path, help="exported model dir (model.safetensors + config.json)")
-    parser.add_argument("--step", type=int, help="checkpoint step of --run (default: the latest)")
+    add_source_args(parser, "checkpoint step of --run (default: the latest)")
     parser.add_argument("--tokenizer", type=Path, help="tokenizer.json (default: the run's data dir's)")
     parser.add_argument("--prompt", required=True)
     parser.add_argument("--max-new-tokens", type=int, default=64)

@@ -17,12 +17,20 @@ def loss_curve(records: list[dict], out: Path, title: str) -> Path:
         ax.plot(*zip(*train), label="train loss", linewidth=1)
     if val:
         ax.plot(*zip(*val), "o-", label="val loss")
-    ax.set_xlabel("tokens")
-    ax.set_ylabel("loss (nats/token)")
+    return save(fig, ax, out, "tokens", "loss (nats/token)", title)
+
+
+def save(fig, ax, out: Path, xlabel: str, ylabel: str, title: str) -> Path:
+    """Label, grid, legend and write a figure as PNG; closes it."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out

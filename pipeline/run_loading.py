@@ -148,3 +148,11 @@ def prefill_cache_bytes(model: LanguageModel, tokens: torch.Tensor) -> dict:
     return {"tokens": n, "cache_bytes": state.cache_bytes(),
             "cache_bytes_per_token": state.cache_bytes() / n,
             "fixed_state_bytes": state.recurrent_bytes()}
+
+
+def add_source_args(parser, step_help: str = "checkpoint step (default: the latest complete one)") -> None:
+    """--run or --model (one of them), and --step: how evaluate and generate name their model."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", type=Path, help="run directory (runs/<name>)")
+    source.add_argument("--model", type=Path, help="exported model dir (model.safetensors + config.json)")
+    parser.add_argument("--step", type=int, help=step_help)
