@@ -20,6 +20,9 @@ help:  ## list the targets
 setup: $(STAMP)  ## create .venv and install the project (TORCH_SPEC picks the torch build)
 
 $(STAMP): pyproject.toml
+	@command -v g++ >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+		&& apt-get update -qq && apt-get install -y -qq g++; } \
+		|| { echo "make setup: DeepSpeed builds a small C++ op on first use: install g++" >&2; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c 'import torch' 2>/dev/null || $(PY) -m pip install -q '$(TORCH_SPEC)'
 	$(PY) -m pip install -q -e '.[dev]'
