@@ -96,6 +96,8 @@ def setup_lines(summary: dict) -> list[str]:
     train = summary.get("train", {})
     splits = data.get("splits", {})
     source = data.get("input", {}).get("resolved", "a synthetic or externally built corpus")
+    if source.endswith("(the Python standard library)"):  # not this host's install path
+        source = "the `*.py` files of the Python standard library"
     vocab = data.get("tokenizer", {}).get("vocab_size", train.get("vocab_size"))
     lines = [f"- **Data**: `{cfg['data']}`, built from {source}."]
     if splits:
