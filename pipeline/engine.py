@@ -33,7 +33,9 @@ def build_optimizer(model: torch.nn.Module, train, carried: set[str] | None = No
     if train.offload_optimizer:
         from deepspeed.ops.adam import DeepSpeedCPUAdam
         return DeepSpeedCPUAdam(groups, lr=train.lr, betas=betas, eps=train.eps, adamw_mode=True)
-    return FiniteAdamW(groups, lr=train.lr, betas=betas, eps=train.eps)
+    # ZeRO 1-3 skip non-finite steps themselves; only stage 0 needs the guarded optimizer
+    adamw = FiniteAdamW if train.zero_stage == 0 else torch.optim.AdamW
+    return adamw(groups, lr=train.lr, betas=betas, eps=train.eps)
 
 
 def build_engine(model: torch.nn.Module, train, world: int, carried: set[str] | None = None,

@@ -114,7 +114,7 @@ def optimizer_step(engine, next_batch, cfg: RunConfig, step: int, dist: Dist) ->
     return all_mean(loss_sum / cfg.train.grad_accum, dist.device), engine.was_step_applied()
 
 
-def train(cfg: RunConfig, data: DataDir) -> list[dict]:
+def train(cfg: RunConfig, data: DataDir) -> None:
     dist = init_distributed()
     t = cfg.train
     run_dir = Path(t.out_dir) / t.run_name
@@ -146,11 +146,11 @@ def train(cfg: RunConfig, data: DataDir) -> list[dict]:
     peak = peak_flops(dist.device, t.peak_tflops)
     tokens_per_step = t.micro_batch * t.grad_accum * dist.world * cfg.model.ctx_len
     progress = Progress(t.max_steps, step, enabled=dist.is_main)
-    records, bad_in_a_row, status = [], 0, "FAILED"
+    bad_in_a_row, status, state_bytes = 0, "FAILED", None
     try:
         while step < t.max_steps:
-            if freezing.phase_at(cfg.freeze, step) != phase:
-                phase = freezing.phase_at(cfg.freeze, step)
+            if (want := freezing.phase_at(cfg.freeze, step)) != phase:
+                phase, state_bytes = want, None
                 engine, start.trainable = phase_switch.switch(engine, cfg, phase, dist.world, dist.device)
                 announce_phase(phase, step, start.trainable, progress, tracker)
             t0 = time.perf_counter()
@@ -164,15 +164,15 @@ def train(cfg: RunConfig, data: DataDir) -> list[dict]:
             record = {"step": step, "loss": loss, "lr": lr, "tokens": tokens_seen,
                       "grad_norm": float(engine.get_global_grad_norm() or 0.0) if applied else None,
                       "tokens_per_s": tokens_per_step / seconds, "skipped_steps": skipped}
-            if cfg.freeze.phases:
+            if cfg.freeze.phases:  # the optimizer state exists after a phase's first step
+                state_bytes = state_bytes or phase_switch.optimizer_state_bytes(engine)
                 record.update(phase=phase, trainable_params=start.trainable,
-                              optimizer_state_bytes=phase_switch.optimizer_state_bytes(engine))
+                              optimizer_state_bytes=state_bytes)
             record["mfu"] = fpt * record["tokens_per_s"] / peak if peak else None
             if t.val_every and (step % t.val_every == 0 or step == t.max_steps):
                 record["val_loss"] = validate(engine, val, cfg, dist)
             metrics.write(record)
             tracker.log_step(record)
-            records.append(record)
             progress.update(record, log=(t.log_every and step % t.log_every == 0) or "val_loss" in record)
             faults.maybe_kill("kill_after_step", step, dist.rank)
             if bad_in_a_row >= t.max_bad_steps:
@@ -188,7 +188,7 @@ def train(cfg: RunConfig, data: DataDir) -> list[dict]:
                                          {"stream": (loader or stream).state_dict(),
                                           "rng": checkpointing.rng_state()},
                                          dist.rank, t.keep_last)
-                tracker.log_event(f'{{"step": {step}, "path": "{(ckpt_dir / tag).resolve()}"}}\n',
+                tracker.log_event(json.dumps({"step": step, "path": str((ckpt_dir / tag).resolve())}),
                                   f"checkpoints/{tag}.json")
             if preempted:
                 if dist.is_main:
@@ -208,7 +208,6 @@ def train(cfg: RunConfig, data: DataDir) -> list[dict]:
     if dist.is_main and status == "FINISHED":
         finish_run(cfg, run_dir, metrics.read(), tracker)
     torch.distributed.barrier()
-    return records
 
 
 def main(argv: list[str] | None = None) -> int:
