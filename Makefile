@@ -11,6 +11,14 @@ PYTEST_ARGS ?=
 MLFLOW_PORT ?= 5000
 COMPARE_STEPS ?=
 STAMP := $(VENV)/.installed
+# ARGS are split into words and unquoted as a shell would, but with brace expansion and globbing
+# off, so `freeze.phases=[{until_step:8,train:[gold]},{train:[all]}]` reaches Python as typed.
+LITERAL := set -f +B;
+# the default data dir, built on demand by `make train` / `make compare` with no ARGS of theirs
+DEFAULT_DATA := data/default/manifest.json
+# TORCH_SPEC is pip arguments (a requirement, then options such as --index-url): split on
+# whitespace only, never through a shell, so `torch>=2.4` is not a redirect.
+export TORCH_SPEC
 
 .PHONY: help setup test data train compare bench mlflow-ui clean
 
@@ -24,7 +32,8 @@ $(STAMP): pyproject.toml
 		&& apt-get update -qq && apt-get install -y -qq g++; } \
 		|| { echo "make setup: DeepSpeed builds a small C++ op on first use: install g++" >&2; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -c 'import torch' 2>/dev/null || $(PY) -m pip install -q '$(TORCH_SPEC)'
+	@$(PY) -c 'import torch' 2>/dev/null || { read -ra spec <<<"$$TORCH_SPEC" \
+		&& $(PY) -m pip install -q "$${spec[@]}"; }
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
@@ -32,15 +41,15 @@ test: setup  ## the whole test suite on CPU (Triton in interpreter mode)
 	TRITON_INTERPRET=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 data: setup  ## build data/default from the Python standard library (ARGS="key=value ...")
-	$(PY) -m data_prep $(ARGS)
+	$(LITERAL) $(PY) -m data_prep $(ARGS)
 
 train: setup  ## the default tiny GoldFinch run (CONFIG=, ARGS=, NPROC=; several nodes: NNODES= NODE_RANK= MASTER_ADDR= MASTER_PORT= or HOSTFILE=, see launch/train.sh)
-	@test -d data/default || $(MAKE) data
-	NPROC=$(NPROC) CONFIG=$(CONFIG) bash launch/train.sh $(ARGS)
+	@test -f $(DEFAULT_DATA) || $(MAKE) --no-print-directory data ARGS=
+	$(LITERAL) NPROC=$(NPROC) CONFIG=$(CONFIG) bash launch/train.sh $(ARGS)
 
 compare: setup  ## GoldFinch vs Finch vs Llama on the same data and tokens -> docs/RESULTS.md (COMPARE_STEPS=, ARGS=)
-	@test -d data/default || $(MAKE) data
-	COMPARE_STEPS=$(COMPARE_STEPS) $(PY) -m pipeline.compare $(ARGS)
+	@test -f $(DEFAULT_DATA) || $(MAKE) --no-print-directory data ARGS=
+	$(LITERAL) COMPARE_STEPS=$(COMPARE_STEPS) $(PY) -m pipeline.compare $(ARGS)
 
 bench: setup  ## benchmarks that print side-by-side ratios (results: docs/BENCHMARKS.md)
 	$(PY) benchmarks/prefill.py
