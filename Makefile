@@ -10,6 +10,9 @@ NPROC ?= 1
 PYTEST_ARGS ?=
 MLFLOW_PORT ?= 5000
 COMPARE_STEPS ?=
+SYSTEM_SITE ?=
+GPU_CHECK_OUT ?= runs/gpu-check
+GPU_CHECK_ARGS ?=
 STAMP := $(VENV)/.installed
 # ARGS are split into words and unquoted as a shell would, but with brace expansion and globbing
 # off, so `freeze.phases=[{until_step:8,train:[gold]},{train:[all]}]` reaches Python as typed.
@@ -20,25 +23,25 @@ DEFAULT_DATA := data/default/manifest.json
 # whitespace only, never through a shell, so `torch>=2.4` is not a redirect.
 export TORCH_SPEC
 
-.PHONY: help setup test data train compare bench mlflow-ui clean
+.PHONY: help setup test data train compare bench gpu-check mlflow-ui clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-setup: $(STAMP)  ## create .venv and install the project (TORCH_SPEC picks the torch build)
+setup: $(STAMP)  ## create .venv and install the project (TORCH_SPEC picks the torch build; SYSTEM_SITE=1 reuses an installed torch)
 
 $(STAMP): pyproject.toml
 	@command -v g++ >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
 		&& apt-get update -qq && apt-get install -y -qq g++; } \
 		|| { echo "make setup: DeepSpeed builds a small C++ op on first use: install g++" >&2; exit 1; }
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(PY) || $(PYTHON) -m venv $(if $(filter 1,$(SYSTEM_SITE)),--system-site-packages )$(VENV)
 	@$(PY) -c 'import torch' 2>/dev/null || { read -ra spec <<<"$$TORCH_SPEC" \
 		&& $(PY) -m pip install -q "$${spec[@]}"; }
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
-test: setup  ## the whole test suite on CPU (Triton in interpreter mode)
-	TRITON_INTERPRET=1 $(PY) -m pytest $(PYTEST_ARGS)
+test: setup  ## the whole test suite (Triton interpreted where there is no CUDA device)
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 data: setup  ## build data/default from the Python standard library (ARGS="key=value ...")
 	$(LITERAL) $(PY) -m data_prep $(ARGS)
@@ -56,6 +59,9 @@ bench: setup  ## benchmarks that print side-by-side ratios (results: docs/BENCHM
 	$(PY) benchmarks/train_overhead.py
 	$(PY) benchmarks/kernels.py
 	$(PY) benchmarks/data_prep.py
+
+gpu-check:  ## one-shot GPU check -> $(GPU_CHECK_OUT)/gpu_check.jsonl (no setup: works without a package index)
+	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) benchmarks/gpu_check.py --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
 
 mlflow-ui: setup  ## MLflow UI over the store `make train` writes (mlruns/), on 127.0.0.1:$(MLFLOW_PORT)
 	@mkdir -p mlruns

@@ -16,7 +16,8 @@ from model import ModelConfig
 from .freezing import FreezeConfig
 from .tracking import TrackingConfig
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
+WKV_BACKENDS = ("auto", "torch", "naive", "triton")
 SCHEDULES = ("cosine", "linear")
 
 
@@ -52,9 +53,10 @@ class TrainConfig:
     zero_stage: int = 1
     offload_optimizer: bool = False
     offload_params: bool = False
-    precision: str = "fp32"
+    precision: str = "auto"  # auto: bf16 on CUDA, fp32 elsewhere (resolved before the run starts)
     grad_ckpt: bool = False
     fused_ce: bool = False
+    wkv_backend: Optional[str] = None  # auto | torch | naive | triton; unset: GOLDFINCH_WKV_BACKEND
     resume: str = "auto"  # auto | never | path to a checkpoint dir
     init_from: Optional[str] = None  # run dir, checkpoint, export dir or .safetensors (new runs)
     peak_tflops: float = 0.0  # for MFU; 0 = look the device up (unknown on CPU)
@@ -86,6 +88,8 @@ def _check(cfg: RunConfig) -> None:
         raise bad("zero_stage", "must be 0, 1, 2 or 3")
     if t.precision not in PRECISIONS:
         raise bad("precision", f"expected one of {', '.join(PRECISIONS)}")
+    if t.wkv_backend is not None and t.wkv_backend not in WKV_BACKENDS:
+        raise bad("wkv_backend", f"expected one of {', '.join(WKV_BACKENDS)} (or unset)")
     if t.lr_schedule not in SCHEDULES:
         raise bad("lr_schedule", f"expected one of {', '.join(SCHEDULES)}")
     for key in ("max_steps", "micro_batch", "grad_accum"):
@@ -102,6 +106,14 @@ def _check(cfg: RunConfig) -> None:
     if not t.run_name or "/" in t.run_name:
         raise bad("run_name", "must be a non-empty name without '/'")
     cfg.model.validate()
+
+
+def resolve_precision(cfg: RunConfig, cuda: bool) -> RunConfig:
+    """train.precision=auto becomes bf16 on a CUDA device and fp32 elsewhere, so config.yaml and
+    the tracked params name the precision the run really used."""
+    if cfg.train.precision != "auto":
+        return cfg
+    return replace(cfg, train=replace(cfg.train, precision="bf16" if cuda else "fp32"))
 
 
 def fit_to_world(cfg: RunConfig, world: int) -> RunConfig:

@@ -18,10 +18,11 @@ import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from kernels import set_wkv_backend
 from model import build_model
 
 from . import checkpointing, faults, freezing, phase_switch
-from .config import RunConfig, fit_to_world, parse_args, to_yaml
+from .config import RunConfig, fit_to_world, parse_args, resolve_precision, to_yaml
 from .data_loader import DataDir, TokenStream
 from .distributed import Dist, all_mean, init_distributed
 from .errors import PipelineError
@@ -90,6 +91,7 @@ def prepare(cfg: RunConfig) -> tuple[RunConfig, DataDir]:
         cfg = replace(cfg, model=replace(cfg.model, vocab_size=data.vocab_size))
     world = int(os.environ.get("WORLD_SIZE", 1))
     cfg = fit_to_world(cfg, world)
+    cfg = resolve_precision(cfg, torch.cuda.is_available())  # before comparing with a saved run
     data.check_model(cfg.model.vocab_size, cfg.model.ctx_len, world)
     freezing.validate(cfg.freeze, build_model(cfg.model, device="meta"), cfg.train.max_steps)
     if cfg.train.init_from:
@@ -116,7 +118,9 @@ def optimizer_step(engine, next_batch, cfg: RunConfig, step: int, dist: Dist) ->
 
 def train(cfg: RunConfig, data: DataDir) -> None:
     dist = init_distributed()
+    cfg = resolve_precision(cfg, dist.device.type == "cuda")
     t = cfg.train
+    set_wkv_backend(t.wkv_backend)
     run_dir = Path(t.out_dir) / t.run_name
     ckpt_dir = run_dir / "checkpoints"
     if dist.is_main:

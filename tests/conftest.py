@@ -1,10 +1,15 @@
-"""Suite-wide settings: Triton runs in interpreter mode on CPU; GPU tests skip without CUDA."""
+"""Suite-wide settings: Triton runs compiled on a CUDA device and through its CPU interpreter only
+where there is none (or when TRITON_INTERPRET=1 is asked for); GPU tests skip without CUDA.
+
+Triton reads TRITON_INTERPRET when a kernel is decorated, so it is decided here, before any test
+module imports a kernel (`import torch` does not import triton)."""
 import os
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import pytest
+import torch
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
 
 
 def pytest_collection_modifyitems(config, items):

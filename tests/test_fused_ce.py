@@ -1,21 +1,30 @@
-"""Fused linear + cross-entropy (Triton under the interpreter, and the torch rows) vs plain CE."""
-import os
+"""Fused linear + cross-entropy (Triton interpreted on CPU or compiled on CUDA, and the torch
+rows) vs plain CE."""
+import importlib
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import pytest
+import torch
+import torch.nn.functional as F
 
-import importlib  # noqa: E402
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from kernels import fused_linear_cross_entropy, triton_runtime  # noqa: E402
-from kernels.fused_ce.chunked_torch import ce_rows_torch  # noqa: E402
+from kernels import fused_linear_cross_entropy, triton_runtime
+from kernels.fused_ce import triton_ce
+from kernels.fused_ce.chunked_torch import ce_rows_torch
+from wkv6_helpers import triton_device
 
 fused_ce_module = importlib.import_module("kernels.fused_ce")
 
 
-def problem(n, d, vocab, dtype=torch.float32, ignore_every=0, ignore_index=-100, device="cpu"):
+@pytest.fixture
+def triton_rows(monkeypatch):
+    """Counts the Triton row-kernel launches, so a test fails if it ran the torch rows instead."""
+    launches = []
+    real = triton_ce.ce_rows_triton
+    monkeypatch.setattr(triton_ce, "ce_rows_triton", lambda *a: launches.append(1) or real(*a))
+    return launches
+
+
+def problem(n, d, vocab, dtype=torch.float32, ignore_every=0, ignore_index=-100, device=None):
+    device = device or triton_device()
     g = torch.Generator().manual_seed(n * 7 + vocab)
     hidden = torch.randn(n, d, generator=g).to(device, dtype).requires_grad_()
     weight = (torch.randn(vocab, d, generator=g) / d ** 0.5).to(device, dtype).requires_grad_()
@@ -42,9 +51,11 @@ def fused(hidden, weight, targets, **kw):
 
 @pytest.mark.parametrize("backend", ["triton", "torch"])
 @pytest.mark.parametrize("n, chunk, ignore_every", [(37, 8, 5), (37, 64, 0), (16, 16, 3), (5, None, 2)])
-def test_fp32_loss_and_grads_match_plain_cross_entropy(backend, n, chunk, ignore_every):
+def test_fp32_loss_and_grads_match_plain_cross_entropy(backend, n, chunk, ignore_every,
+                                                       triton_rows):
     hidden, weight, targets = problem(n, 24, 301, ignore_every=ignore_every)
     got = fused(hidden, weight, targets, chunk_size=chunk, backend=backend)
+    assert bool(triton_rows) == (backend == "triton")
     want = reference(hidden, weight, targets)
     for name, a, b in zip(("loss", "grad_hidden", "grad_weight"), got, want):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
@@ -52,9 +63,10 @@ def test_fp32_loss_and_grads_match_plain_cross_entropy(backend, n, chunk, ignore
 
 @pytest.mark.parametrize("backend", ["triton", "torch"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision_inputs_accumulate_in_fp32(backend, dtype):
+def test_half_precision_inputs_accumulate_in_fp32(backend, dtype, triton_rows):
     hidden, weight, targets = problem(29, 32, 500, dtype=dtype, ignore_every=4)
     loss, gh, gw = fused(hidden, weight, targets, chunk_size=8, backend=backend)
+    assert bool(triton_rows) == (backend == "triton")
     assert gh.dtype == gw.dtype == dtype and loss.dtype == torch.float32
     want = reference(hidden, weight, targets)
     torch.testing.assert_close(loss, want[0], rtol=1e-2, atol=1e-2)
@@ -91,11 +103,12 @@ def test_auto_rows_use_torch_on_cpu_unless_interpreting(monkeypatch):
     assert fused_ce_module._rows_fn(torch.device("cpu"), "auto").__name__ == "ce_rows_triton"
 
 
-def test_large_logits_do_not_overflow():
+def test_large_logits_do_not_overflow(triton_rows):
     hidden, weight, targets = problem(9, 8, 40)
     with torch.no_grad():
         weight.mul_(300.0)  # logits in the thousands
     got = fused(hidden, weight, targets, chunk_size=4, backend="triton")
+    assert triton_rows
     want = reference(hidden, weight, targets)
     assert all(torch.isfinite(x).all() for x in got)
     torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-3)
@@ -129,12 +142,13 @@ def test_triton_refused_without_interpreter_falls_back_with_a_warning(monkeypatc
 
 
 @pytest.mark.gpu
-def test_gpu_bf16_large_vocab_matches_and_saves_memory():
+def test_gpu_bf16_large_vocab_matches_and_saves_memory(triton_rows):
     hidden, weight, targets = problem(4096, 512, 65536, dtype=torch.bfloat16, ignore_every=11,
                                       device="cuda")
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
-    got = fused(hidden, weight, targets)
+    got = fused(hidden, weight, targets)  # auto: must pick the Triton rows on CUDA
+    assert triton_rows, "the fused CE on CUDA did not launch the Triton row kernel"
     fused_peak = torch.cuda.max_memory_allocated() - base
     hidden.grad = weight.grad = None
     torch.cuda.reset_peak_memory_stats()

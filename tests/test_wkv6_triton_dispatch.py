@@ -1,29 +1,29 @@
-"""Backend choice of `kernels.wkv6`: auto, the env var, Triton fallbacks, and named input errors."""
+"""Backend choice of `kernels.wkv6`: auto, argument over config over env var, Triton fallbacks,
+and named input errors."""
+import importlib
 import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import pytest
+import torch
 
-import importlib  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import textwrap  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from kernels import triton_runtime, wkv6  # noqa: E402
-from kernels.wkv6.triton_autograd import wkv6_triton  # noqa: E402
+from kernels import set_wkv_backend, triton_runtime, wkv6
+from kernels.wkv6 import triton_autograd
+from kernels.wkv6.triton_autograd import wkv6_triton
+from wkv6_helpers import triton_device
 
 REPO = Path(__file__).resolve().parents[1]
 wkv6_module = importlib.import_module("kernels.wkv6")  # the package; `kernels.wkv6` is the function
 
 
-def small(kk=16, vv=16, t=9, dtype=torch.float32):
+def small(kk=16, vv=16, t=9, dtype=torch.float32, device="cpu"):
     g = torch.Generator().manual_seed(kk * 100 + t)
-    mk = lambda *s: torch.randn(*s, generator=g).to(dtype)  # noqa: E731
-    return mk(1, t, 2, kk), mk(1, t, 2, kk), mk(1, t, 2, vv), mk(1, t, 2, kk), mk(2, kk).float(), \
-        torch.randn(1, 2, kk, vv, generator=g)
+    mk = lambda *s: torch.randn(*s, generator=g).to(device, dtype)  # noqa: E731
+    return mk(1, t, 2, kk), mk(1, t, 2, kk), mk(1, t, 2, vv), mk(1, t, 2, kk), \
+        mk(2, kk).float(), torch.randn(1, 2, kk, vv, generator=g).to(device)
 
 
 @pytest.fixture
@@ -37,9 +37,13 @@ def calls(monkeypatch):
     real_triton = wkv6_module._run_triton
     monkeypatch.setattr(wkv6_module, "_run_triton",
                         lambda *a, **kw: seen.append("triton") or real_triton(*a, **kw))
+    real_forward = triton_autograd.wkv6_forward
+    monkeypatch.setattr(triton_autograd, "wkv6_forward",
+                        lambda *a: seen.append("triton kernels") or real_forward(*a))
     monkeypatch.setattr(triton_runtime, "_warned", set())
     monkeypatch.delenv(wkv6_module.BACKEND_ENV, raising=False)
-    return seen
+    yield seen
+    set_wkv_backend(None)
 
 
 def test_auto_picks_torch_on_cpu(calls):
@@ -47,19 +51,44 @@ def test_auto_picks_torch_on_cpu(calls):
     assert calls == ["wkv6_chunked"]
 
 
-def test_triton_backend_on_cpu_under_interpreter_matches_torch(calls):
-    args = small(t=20)
+def test_triton_backend_matches_torch(calls):
+    args = small(t=20, device=triton_device())
     y_t, s_t = wkv6(*args, backend="triton")
     y_c, s_c = wkv6(*args, backend="torch")
-    assert calls == ["triton", "wkv6_chunked"]
+    assert calls == ["triton", "triton kernels", "wkv6_chunked"]
     torch.testing.assert_close(y_t, y_c, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(s_t, s_c, rtol=1e-4, atol=1e-4)
 
 
-def test_env_var_forces_triton_over_the_argument(calls, monkeypatch):
-    monkeypatch.setenv(wkv6_module.BACKEND_ENV, "triton")
+def test_env_var_is_only_a_default_and_the_argument_wins(calls, monkeypatch):
+    monkeypatch.setenv(wkv6_module.BACKEND_ENV, "naive")
     wkv6(*small(), backend="torch")
-    assert calls == ["triton"]
+    wkv6(*small())
+    assert calls == ["wkv6_chunked", "wkv6_naive"]
+
+
+def test_configured_default_beats_the_env_var_and_the_argument_beats_both(calls, monkeypatch):
+    monkeypatch.setenv(wkv6_module.BACKEND_ENV, "naive")
+    set_wkv_backend("torch")
+    wkv6(*small())
+    wkv6(*small(), backend="naive")
+    set_wkv_backend(None)
+    wkv6(*small())
+    assert calls == ["wkv6_chunked", "wkv6_naive", "wkv6_naive"]
+
+
+@pytest.mark.parametrize("where", ["argument", "env", "config"])
+def test_unknown_backend_is_named_wherever_it_comes_from(where, monkeypatch):
+    monkeypatch.delenv(wkv6_module.BACKEND_ENV, raising=False)
+    if where == "config":
+        with pytest.raises(ValueError, match="'magic' \\(set_default_backend\\)"):
+            set_wkv_backend("magic")
+        return
+    if where == "env":
+        monkeypatch.setenv(wkv6_module.BACKEND_ENV, "magic")
+    with pytest.raises(ValueError, match="unknown backend 'magic'.*" +
+                       ("GOLDFINCH_WKV_BACKEND" if where == "env" else "backend=")):
+        wkv6(*small(), backend="magic" if where == "argument" else None)
 
 
 def test_unsupported_head_size_warns_once_and_falls_back(calls):
@@ -80,7 +109,7 @@ def test_fp64_inputs_fall_back_to_torch(calls):
 
 
 def test_non_contiguous_inputs_give_the_same_result():
-    r, k, v, w, u, s = small(t=12)
+    r, k, v, w, u, s = small(t=12, device=triton_device())
     strided = [x.transpose(1, 2).contiguous().transpose(1, 2) for x in (r, k, v, w)]
     assert not strided[0].is_contiguous()
     y0, s0 = wkv6_triton(r, k, v, w, u, s)
@@ -135,9 +164,9 @@ def test_without_interpreter_import_is_lazy_and_cpu_triton_errors_clearly():
 
 @pytest.mark.gpu
 def test_auto_picks_triton_on_cuda(calls):
-    args = [x.cuda() for x in small(kk=64, vv=64, t=100)]
+    args = small(kk=64, vv=64, t=100, device="cuda")
     y, s = wkv6(*args)
-    assert calls == ["triton"]
+    assert calls == ["triton", "triton kernels"], "auto on CUDA did not run the Triton kernels"
     y0, s0 = wkv6(*args, backend="torch")
     torch.testing.assert_close(y, y0, rtol=1e-3, atol=1e-3)
 

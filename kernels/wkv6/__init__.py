@@ -12,6 +12,30 @@ from .triton_plan import triton_supports
 
 BACKEND_ENV = "GOLDFINCH_WKV_BACKEND"
 BACKENDS = ("auto", "torch", "naive", "triton")
+_default_backend: str | None = None
+
+
+def _valid(name: str, where: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"wkv6: unknown backend {name!r} ({where}); expected one of "
+                         f"{', '.join(BACKENDS)}")
+    return name
+
+
+def set_default_backend(name: str | None) -> None:
+    """The backend `wkv6` uses when a call names none (the trainer sets it from its config);
+    None goes back to GOLDFINCH_WKV_BACKEND, else auto."""
+    global _default_backend
+    _default_backend = None if name is None else _valid(name, "set_default_backend")
+
+
+def default_backend() -> str:
+    """What a call without `backend=` runs: the configured default, else the environment's, else
+    auto. The environment variable is only a default: an explicit argument always wins."""
+    if _default_backend is not None:
+        return _default_backend
+    env = os.environ.get(BACKEND_ENV)
+    return _valid(env, f"from {BACKEND_ENV}") if env else "auto"
 
 
 def _check(r, k, v, w, u, state) -> None:
@@ -60,20 +84,20 @@ def _run_triton(r, k, v, w, u, state, explicit: bool):
 
 
 def wkv6(r: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w: torch.Tensor,
-         u: torch.Tensor | None = None, state: torch.Tensor | None = None, backend: str = "auto"):
+         u: torch.Tensor | None = None, state: torch.Tensor | None = None,
+         backend: str | None = None):
     """y, final_state = wkv6(r, k, v, w, u, state): the RWKV-6 recurrence per head,
 
         S_t = diag(exp(-exp(w_t))) S_{t-1} + k_t^T v_t,   y_t = r_t (S_{t-1} + diag(u) k_t^T v_t).
 
     r, k, w [B, T, H, K]; v [B, T, H, V]; u [H, K] or None (no bonus); state [B, H, K, V] fp32.
     `backend`: auto (Triton for CUDA tensors, torch otherwise) | torch | naive | triton (CUDA, or
-    CPU under TRITON_INTERPRET=1); the environment variable GOLDFINCH_WKV_BACKEND overrides it.
+    CPU under TRITON_INTERPRET=1); None takes `default_backend()` (config, then the environment
+    variable GOLDFINCH_WKV_BACKEND, then auto).
     Head sizes or dtypes the Triton kernels lack fall back to torch with a one-time warning.
     """
     _check(r, k, v, w, u, state)
-    choice = os.environ.get(BACKEND_ENV) or backend
-    if choice not in BACKENDS:
-        raise ValueError(f"wkv6: unknown backend {choice!r}; expected one of {', '.join(BACKENDS)}")
+    choice = default_backend() if backend is None else _valid(backend, "backend=")
     if choice == "naive":
         return wkv6_naive(r, k, v, w, u, state)
     if choice == "triton" or (choice == "auto" and r.device.type == "cuda"):
@@ -81,4 +105,5 @@ def wkv6(r: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w: torch.Tensor,
     return wkv6_chunked(r, k, v, w, u, state)
 
 
-__all__ = ["wkv6", "wkv6_chunked", "wkv6_naive", "BACKENDS", "BACKEND_ENV"]
+__all__ = ["wkv6", "wkv6_chunked", "wkv6_naive", "BACKENDS", "BACKEND_ENV", "default_backend",
+           "set_default_backend"]
