@@ -73,37 +73,71 @@ def _file_sizes(tag_dir: Path) -> dict[str, int]:
             for p in sorted(tag_dir.rglob("*")) if p.is_file() and p.name != COMPLETE}
 
 
-def save(engine, ckpt_dir: Path, step: int, client_state: dict, rank_state: dict, rank: int,
-         keep_last: int) -> str:
-    """Save on every rank; mark complete and move `latest` only after all ranks wrote.
+class _DeferredWrites:
+    """Stands in for DeepSpeed's checkpoint engine during save_checkpoint: the files it would
+    write are kept in memory and written afterwards. save_checkpoint runs collectives between its
+    writes (gathers, barriers), so a rank whose disk fails inside it would leave the others
+    blocked; with the writes after it, every rank reaches the vote on whether all succeeded."""
 
-    Raises PipelineError naming the checkpoint when the disk is full; what was complete before
-    (the previous checkpoint, `latest`) is left untouched."""
+    def __init__(self, inner):
+        self.inner, self.pending = inner, []
+
+    def save(self, state_dict, path):
+        self.pending.append((state_dict, path))
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def _describe(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return "no space left on device"
+    return " ".join(f"{type(err).__name__}: {err}".split())  # torch's messages span lines
+
+
+def save(engine, ckpt_dir: Path, step: int, client_state: dict, rank_state: dict, rank: int,
+         keep_last: int, marker: dict | None = None) -> str:
+    """Save on every rank; mark complete and move `latest` only after all ranks wrote. `marker`
+    adds fields to the COMPLETE marker (the tokenizer digest).
+
+    When writing fails on any rank (a full disk fails inside torch.save with a RuntimeError, or
+    as an OSError), every rank raises the same PipelineError naming the checkpoint and the
+    failing ranks; what was complete before (the previous checkpoint, `latest`) is untouched."""
     tag = tag_for(step)
     tag_dir = ckpt_dir / tag
     if rank == 0 and tag_dir.exists() and not (tag_dir / COMPLETE).exists():
         shutil.rmtree(tag_dir)  # left half-written by a killed run
     torch.distributed.barrier()
-    failed = torch.zeros(1)
+    deferred = _DeferredWrites(engine.checkpoint_engine)
+    engine.checkpoint_engine = deferred
     try:
-        faults.maybe_disk_full(step, rank)
         engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
-        torch.save(rank_state, tag_dir / f"rank{rank}.pt")
-    except OSError as err:
-        if err.errno != errno.ENOSPC:
-            raise
-        failed += 1
-    torch.distributed.all_reduce(failed)
-    if failed.item():
+    finally:
+        engine.checkpoint_engine = deferred.inner
+    why = ""
+    try:
+        with faults.disk_full_in_save(step, rank):
+            for state_dict, path in deferred.pending:
+                deferred.inner.save(state_dict, path)
+            torch.save(rank_state, tag_dir / f"rank{rank}.pt")
+    except Exception as err:  # any failure to write: the ranks must agree before going on
+        why = _describe(err)
+    reasons: list = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(reasons, why)
+    failed = [f"rank {r}: {text}" for r, text in enumerate(reasons) if text]
+    if failed:
+        torch.distributed.barrier()  # every rank is done touching the directory
         if rank == 0:
             shutil.rmtree(tag_dir, ignore_errors=True)
         previous = find_resume_tag(ckpt_dir)
-        raise PipelineError(f"saving checkpoint {tag_dir} failed: no space left on device; "
-                           f"the previous checkpoint ({previous or 'none'}) is intact")
+        raise PipelineError(f"saving checkpoint {tag_dir} failed ({'; '.join(failed)}); it was removed "
+                            f"and the previous checkpoint ({previous or 'none'}) is intact: free disk "
+                            "space, then re-run the same command to resume")
     faults.maybe_kill("kill_in_save", step, rank)
     torch.distributed.barrier()
     if rank == 0:
-        _write_atomic(tag_dir / COMPLETE, json.dumps({"step": step, "files": _file_sizes(tag_dir)}))
+        record = {"step": step, "files": _file_sizes(tag_dir), **(marker or {})}
+        _write_atomic(tag_dir / COMPLETE, json.dumps(record))
         _write_atomic(ckpt_dir / LATEST, tag + "\n")
         for old in complete_tags(ckpt_dir)[:-keep_last] if keep_last > 0 else []:
             shutil.rmtree(ckpt_dir / old, ignore_errors=True)

@@ -24,6 +24,9 @@ SCHEDULES = ("cosine", "linear")
 @dataclass
 class TrainDataConfig(DataConfig):
     path: str = "data/default"  # a data dir built by `python -m data_prep`
+    # hash each shard against the manifest the first time a process reads it (sizes are always
+    # checked when the data dir is opened); costs about one extra read of each shard per process
+    verify_shards: bool = True
 
 
 @dataclass
@@ -59,6 +62,8 @@ class TrainConfig:
     wkv_backend: Optional[str] = None  # auto | torch | naive | triton; unset: GOLDFINCH_WKV_BACKEND
     resume: str = "auto"  # auto | never | path to a checkpoint dir
     init_from: Optional[str] = None  # run dir, checkpoint, export dir or .safetensors (new runs)
+    # resuming or init_from with weights trained under another tokenizer is refused unless set
+    allow_other_tokenizer: bool = False
     peak_tflops: float = 0.0  # for MFU; 0 = look the device up (unknown on CPU)
     prefetch: int = 4  # batches read ahead on a background thread (0 = read inline)
     max_bad_steps: int = 5  # consecutive skipped (non-finite) steps before training stops

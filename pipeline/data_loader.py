@@ -8,13 +8,18 @@ saved with each checkpoint and restored exactly.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
-from dataclasses import dataclass
+import tarfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
+
+from .errors import PipelineError
 
 EOT = "<|endoftext|>"
 
@@ -25,24 +30,37 @@ class Shard:
     path: Path
     samples: int
     tokens: int
+    sha256: str | None = None
+    file_bytes: int | None = None
 
 
-def read_shard(path: Path) -> list[np.ndarray]:
-    """All documents of one shard, in stored order."""
-    import webdataset as wds
+class ShardError(PipelineError):
+    """A shard that is missing, torn, altered or holds ids outside the tokenizer: one line that
+    names the shard and how to rebuild it."""
 
-    docs = []
-    # the stream splits shards across ranks itself, so webdataset's own splitters are off
-    reader = wds.WebDataset(str(path), shardshuffle=False, empty_check=False, nodesplitter=None,
-                            workersplitter=None)
+    def __init__(self, path: Path, problem: str):
+        rebuild = (f"rebuild it with python -m data_prep data.output={path.parent} (the same "
+                   "input and config), which re-checks every shard's sha256 and rewrites bad ones")
+        super().__init__(" ".join(f"shard {path}: {problem}; {rebuild}".split()))
+
+
+def read_shard(path: Path, sha256: str | None = None) -> list[np.ndarray]:
+    """All documents of one shard, in stored order; with `sha256`, the file must hash to it."""
     try:
-        for sample in reader:
-            if "tokens.npy" not in sample:
-                raise ValueError(f"sample {sample.get('__key__')!r} has no tokens.npy")
-            docs.append(np.load(io.BytesIO(sample["tokens.npy"])).astype(np.int64))
-    except Exception as err:
-        raise ValueError(f"shard {path} is unreadable ({type(err).__name__}: {err}); rebuild it with "
-                         "python -m data_prep, which re-checks every shard's sha256") from err
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ShardError(path, f"cannot be read ({err})") from err
+    if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256:
+        raise ShardError(path, f"its sha256 differs from the manifest's ({sha256[:12]}...): the "
+                               "file was altered or torn after it was built")
+    docs = []
+    try:
+        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
+            for member in tar:
+                if member.isfile() and member.name.endswith(".tokens.npy"):
+                    docs.append(np.load(io.BytesIO(tar.extractfile(member).read())).astype(np.int64))
+    except Exception as err:  # a torn tar or npy can fail in any of the parsers
+        raise ShardError(path, f"is unreadable ({type(err).__name__}: {err})") from err
     return docs
 
 
@@ -50,11 +68,12 @@ class TokenStream:
     """Endless stream of [ctx_len+1] windows for one rank; epochs repeat with a new shard order."""
 
     def __init__(self, shards: list[Shard], rank: int, world: int, ctx_len: int, eot: int,
-                 seed: int, shuffle: bool):
+                 seed: int, shuffle: bool, read: Callable[[Shard], list[np.ndarray]] | None = None):
         if not shards:
             raise ValueError("no shards to stream from")
         self.shards, self.rank, self.world = shards, rank, world
         self.ctx_len, self.eot, self.seed, self.shuffle = ctx_len, eot, seed, shuffle
+        self.read = read or (lambda shard: read_shard(shard.path))
         self.by_window = len(shards) < world
         self._cache: tuple[tuple[int, int], list[np.ndarray]] | None = None
         self.reset()
@@ -74,7 +93,7 @@ class TokenStream:
         """A shard's documents, in a seeded per-epoch order when shuffling."""
         key = (self.epoch, index)
         if self._cache is None or self._cache[0] != key:
-            docs = read_shard(self.shards[index].path)
+            docs = self.read(self.shards[index])
             if self.shuffle:
                 order = np.random.default_rng([self.seed, self.epoch, index]).permutation(len(docs))
                 docs = [docs[i] for i in order]
@@ -136,9 +155,14 @@ class DataDir:
     vocab_size: int
     eot: int
     splits: dict[str, list[Shard]]
+    tokenizer_sha256: str = ""
+    verify_shards: bool = True  # hash each shard the first time this process reads it
+    _verified: set[str] = field(default_factory=set, repr=False)
 
     @classmethod
-    def open(cls, path: str | Path) -> "DataDir":
+    def open(cls, path: str | Path, verify_shards: bool = True) -> "DataDir":
+        """Checks what is cheap at once: the manifest, the tokenizer, and that every listed shard
+        exists with the size the manifest recorded. Contents are hashed on first read."""
         from tokenizers import Tokenizer
 
         path = Path(path)
@@ -150,17 +174,43 @@ class DataDir:
             raise FileNotFoundError(f"{manifest_file} is missing: {path} is not a complete data dir "
                                     "(re-run python -m data_prep to finish it)")
         manifest = json.loads(manifest_file.read_text())
-        tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        tokenizer_bytes = (path / "tokenizer.json").read_bytes()
+        tokenizer = Tokenizer.from_str(tokenizer_bytes.decode("utf-8"))
         eot = tokenizer.token_to_id(EOT)
         if eot is None:
             raise ValueError(f"{path / 'tokenizer.json'} has no {EOT} token")
         splits: dict[str, list[Shard]] = {"train": [], "val": []}
         for entry in manifest["shards"]:
-            shard = Shard(entry["name"], path / entry["name"], int(entry["samples"]), int(entry["tokens"]))
+            shard = Shard(entry["name"], path / entry["name"], int(entry["samples"]), int(entry["tokens"]),
+                          entry.get("sha256"), entry.get("file_bytes"))
             if not shard.path.is_file():
-                raise FileNotFoundError(f"shard {shard.path} is listed in the manifest but missing")
+                raise ShardError(shard.path, "is listed in the manifest but missing")
+            size = shard.path.stat().st_size
+            if shard.file_bytes is not None and size != shard.file_bytes:
+                raise ShardError(shard.path, f"has {size} bytes, the manifest recorded "
+                                             f"{shard.file_bytes} (torn or altered)")
             splits.setdefault(entry["name"].split("-", 1)[0], []).append(shard)
-        return cls(path, manifest, tokenizer.get_vocab_size(), eot, splits)
+        return cls(path, manifest, tokenizer.get_vocab_size(), eot, splits,
+                   hashlib.sha256(tokenizer_bytes).hexdigest(), verify_shards)
+
+    def read(self, shard: Shard) -> list[np.ndarray]:
+        """A shard's documents, hashed against the manifest the first time this process reads
+        it, and checked for ids the tokenizer cannot have made (they would fail on the device
+        far from their source)."""
+        verify = self.verify_shards and shard.name not in self._verified
+        docs = read_shard(shard.path, shard.sha256 if verify else None)
+        if len(docs) != shard.samples:
+            raise ShardError(shard.path, f"holds {len(docs)} documents, the manifest recorded "
+                                         f"{shard.samples}")
+        for i, doc in enumerate(docs):
+            if doc.size and (doc.min() < 0 or doc.max() >= self.vocab_size):
+                bad = int(doc.max() if doc.max() >= self.vocab_size else doc.min())
+                raise ShardError(shard.path, f"document {i} holds token id {bad}, outside the "
+                                             f"tokenizer's {self.vocab_size} ids (built with another "
+                                             "tokenizer?)")
+        if verify:
+            self._verified.add(shard.name)
+        return docs
 
     def check_model(self, vocab_size: int, ctx_len: int, world: int) -> None:
         if vocab_size < self.vocab_size:
@@ -179,4 +229,4 @@ class DataDir:
         shards = self.splits.get(split, [])
         if not shards:
             raise ValueError(f"data dir {self.path} has no {split} shards")
-        return TokenStream(shards, rank, world, ctx_len, self.eot, seed, shuffle)
+        return TokenStream(shards, rank, world, ctx_len, self.eot, seed, shuffle, self.read)

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from .data_loader import DataDir
+from .errors import PipelineError
 from .run_loading import LoadedModel, add_source_args, check_vocab, load, run_data_path
 from .tracking import TrackingConfig, store_uris
 
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate(loaded, data_path, args.batches, args.micro_batch)
         if args.log_mlflow:
             result["mlflow_run_id"] = log_to_mlflow(loaded, result)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, PipelineError) as err:
         print(f"pipeline.evaluate: {err}", file=sys.stderr)
         return 2
     print(json.dumps(result))

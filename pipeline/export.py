@@ -5,7 +5,9 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -39,7 +41,25 @@ def export(run_dir: Path, out: Path, step: int | None = None) -> Path:
     run_cfg = OmegaConf.load(run_dir / "config.yaml")
     model_cfg = ModelConfig(**OmegaConf.to_container(run_cfg.model))
     weights = consolidated_state_dict(ckpt_dir, tag, int(run_cfg.train.zero_stage))
-    return save_exported(weights, model_cfg, out)
+    save_exported(weights, model_cfg, out)
+    copy_tokenizer(ckpt_dir / tag, Path(run_cfg.data.path) / "tokenizer.json", out)
+    return out
+
+
+def copy_tokenizer(tag_dir: Path, tokenizer: Path, out: Path) -> None:
+    """The export carries the tokenizer its weights were trained with (its sha256 is the export's
+    tokenizer digest, which train.init_from and generate use), when the data dir still has it."""
+    from .run_guard import EXPORT_TOKENIZER, file_sha256, recorded_tokenizer
+
+    (out / EXPORT_TOKENIZER).unlink(missing_ok=True)
+    recorded = recorded_tokenizer(tag_dir)
+    if not tokenizer.is_file():
+        warnings.warn(f"{tokenizer} is gone: the export has no tokenizer.json", stacklevel=2)
+    elif recorded is not None and file_sha256(tokenizer) != recorded:
+        warnings.warn(f"{tokenizer} is not the tokenizer {tag_dir} was trained with (sha256 "
+                      f"{recorded[:16]}...): the export has no tokenizer.json", stacklevel=2)
+    else:
+        shutil.copyfile(tokenizer, out / EXPORT_TOKENIZER)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,17 +4,22 @@ GOLDFINCH_FAULTS is a comma list of `what:step[:rank]` (rank defaults to 0):
     kill_after_step:5     SIGKILL right after step 5's metrics are written
     kill_in_save:4        SIGKILL in the middle of step 4's checkpoint (files written, not complete)
     nan_loss:3            make step 3's loss NaN (its gradients too) on that rank
-    enospc_in_save:6      raise "no space left on device" while writing step 6's checkpoint
+    enospc_in_save:6      raise "no space left on device" before writing step 6's checkpoint
+    disk_full_in_save:6:1 cap the size of files this rank may write (RLIMIT_FSIZE) while writing
+                          step 6's checkpoint, so the write really fails inside torch.save
 Unset in normal runs, where every check below is a dictionary lookup.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import resource
 import signal
 
 ENV = "GOLDFINCH_FAULTS"
-KINDS = ("kill_after_step", "kill_in_save", "nan_loss", "enospc_in_save")
+KINDS = ("kill_after_step", "kill_in_save", "nan_loss", "enospc_in_save", "disk_full_in_save")
+FILE_SIZE_CAP = 16 * 1024  # bytes: below any checkpoint file of the tiny test models
 
 
 def _parse(text: str) -> set[tuple[str, int, int]]:
@@ -37,6 +42,19 @@ def maybe_kill(what: str, step: int, rank: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def maybe_disk_full(step: int, rank: int) -> None:
+@contextlib.contextmanager
+def disk_full_in_save(step: int, rank: int):
+    """Around the checkpoint's file writes: a full disk, injected or made real."""
     if armed("enospc_in_save", step, rank):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    if not armed("disk_full_in_save", step, rank):
+        yield
+        return
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failing write, not a killed process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_CAP, limits[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)

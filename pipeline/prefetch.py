@@ -40,6 +40,8 @@ class Prefetcher:
 
     def next_batch(self) -> torch.Tensor:
         batch, state = self._queue.get()
+        if isinstance(batch, PipelineError):  # already one line naming what is wrong
+            raise batch
         if isinstance(batch, BaseException):
             raise PipelineError(f"reading training data failed: {batch}") from batch
         self._state = state

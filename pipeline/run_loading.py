@@ -120,9 +120,12 @@ def run_data_path(loaded: LoadedModel) -> Path | None:
 
 
 def tokenizer_path(loaded: LoadedModel, override: Path | None = None) -> Path:
-    """--tokenizer if given, else tokenizer.json in the run's data dir; it must exist."""
+    """--tokenizer if given, else the export's own tokenizer.json, else the one in the run's data
+    dir; it must exist."""
     if override is not None:
         path = override
+    elif (loaded.source / TOKENIZER).is_file():
+        path = loaded.source / TOKENIZER
     elif (data := run_data_path(loaded)) is not None:
         path = data / TOKENIZER
     else:

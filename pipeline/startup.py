@@ -69,6 +69,11 @@ def open_run(cfg, dist, ckpt_dir: Path, stream) -> Start:
                      client.get("skipped_steps", 0), resumed_from=tag)
     if cfg.train.resume not in ("auto", "never"):
         raise PipelineError(f"train.resume={cfg.train.resume}: not a complete, loadable checkpoint")
+    if tags:  # starting over here would truncate metrics.jsonl and the MLflow history
+        raise PipelineError(
+            f"none of the {len(tags)} complete checkpoint(s) under {root} could be loaded (see the "
+            "warnings above); nothing was changed. Fix or remove them, or start this run over with "
+            "train.resume=never, or give a new run its own train.run_name")
     if engine is not None:
         engine.destroy()
     model = new_model(cfg)

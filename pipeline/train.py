@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 from kernels import set_wkv_backend
 from model import build_model
 
-from . import checkpointing, faults, freezing, phase_switch
+from . import checkpointing, faults, freezing, phase_switch, run_guard
 from .config import RunConfig, fit_to_world, parse_args, resolve_precision, to_yaml
 from .data_loader import DataDir, TokenStream
 from .distributed import Dist, all_mean, init_distributed
@@ -86,7 +86,7 @@ def announce_phase(phase: int, step: int, trainable: int, progress, tracker) -> 
 def prepare(cfg: RunConfig) -> tuple[RunConfig, DataDir]:
     """Open the data dir and fit the model config to it; every error here names what is wrong
     before any process group or engine is started."""
-    data = DataDir.open(cfg.data.path)
+    data = DataDir.open(cfg.data.path, cfg.data.verify_shards)
     if cfg.model.vocab_size is None:
         cfg = replace(cfg, model=replace(cfg.model, vocab_size=data.vocab_size))
     world = int(os.environ.get("WORLD_SIZE", 1))
@@ -96,6 +96,9 @@ def prepare(cfg: RunConfig) -> tuple[RunConfig, DataDir]:
     freezing.validate(cfg.freeze, build_model(cfg.model, device="meta"), cfg.train.max_steps)
     if cfg.train.init_from:
         source_kind(Path(cfg.train.init_from))
+    run_dir = Path(cfg.train.out_dir) / cfg.train.run_name
+    run_guard.check_same_run(cfg, run_dir)
+    run_guard.check_tokenizer(cfg, run_dir, data.tokenizer_sha256)
     return cfg, data
 
 
@@ -123,9 +126,6 @@ def train(cfg: RunConfig, data: DataDir) -> None:
     set_wkv_backend(t.wkv_backend)
     run_dir = Path(t.out_dir) / t.run_name
     ckpt_dir = run_dir / "checkpoints"
-    if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
 
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     stream = data.stream("train", dist.rank, dist.world, cfg.model.ctx_len, t.seed, t.shuffle)
@@ -133,8 +133,11 @@ def train(cfg: RunConfig, data: DataDir) -> None:
     start = open_run(cfg, dist, ckpt_dir, stream)
     engine, phase = start.engine, start.phase
     step, tokens_seen, skipped = start.step, start.tokens, start.skipped_steps
-    if dist.is_main and start.resumed_from:
-        print(f"resumed from {start.resumed_from} at step {step}", flush=True)
+    if dist.is_main:  # only now: a run that cannot start leaves its old config in place
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+        if start.resumed_from:
+            print(f"resumed from {start.resumed_from} at step {step}", flush=True)
 
     loader = Prefetcher(stream, t.micro_batch, t.prefetch) if t.prefetch else None
     next_batch = loader.next_batch if loader else lambda: stream.next_batch(t.micro_batch)
@@ -191,7 +194,8 @@ def train(cfg: RunConfig, data: DataDir) -> None:
                                           "phase": phase},
                                          {"stream": (loader or stream).state_dict(),
                                           "rng": checkpointing.rng_state()},
-                                         dist.rank, t.keep_last)
+                                         dist.rank, t.keep_last,
+                                         {run_guard.TOKENIZER_KEY: data.tokenizer_sha256})
                 tracker.log_event(json.dumps({"step": step, "path": str((ckpt_dir / tag).resolve())}),
                                   f"checkpoints/{tag}.json")
             if preempted:
@@ -214,12 +218,20 @@ def train(cfg: RunConfig, data: DataDir) -> None:
     torch.distributed.barrier()
 
 
+def one_line(err: Exception) -> str:
+    """OmegaConf's messages add lines of internals; its first line and the full key say it all."""
+    if isinstance(err, OmegaConfBaseException):
+        key = getattr(err, "full_key", None)
+        return str(err).splitlines()[0] + (f" ({key})" if key else "")
+    return str(err)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg, _ = parse_args(argv, __doc__.splitlines()[0])
         cfg, data = prepare(cfg)
     except (ValueError, FileNotFoundError, OmegaConfBaseException, PipelineError) as err:
-        print(f"pipeline.train: {err}", file=sys.stderr)
+        print(f"pipeline.train: {one_line(err)}", file=sys.stderr)
         return 2
     try:
         train(cfg, data)

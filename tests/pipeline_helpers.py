@@ -51,8 +51,9 @@ def make_data_dir(root: Path, docs_per_shard=(5, 7, 4, 6), val_docs=(6,), seed=0
                     docs[doc_id] = (split, tokens.astype(np.int64))
                     total += len(tokens)
                     doc_id += 1
-            digest = hashlib.sha256((root / name).read_bytes()).hexdigest()
-            shards.append({"name": name, "sha256": digest, "samples": count, "tokens": total})
+            raw = (root / name).read_bytes()
+            shards.append({"name": name, "sha256": hashlib.sha256(raw).hexdigest(), "samples": count,
+                           "tokens": total, "file_bytes": len(raw)})
     (root / "manifest.json").write_text(json.dumps({"shards": shards}))
     return docs, eot
 
