@@ -7,21 +7,22 @@ from torch import nn
 from .attention import causal_attention
 from .channel_mix import ChannelMix, SwiGLU
 from .config import ModelConfig
-from .finch_time_mix import FinchTimeMix
 from .gold_time_mix import GoldTimeMix
+from .mixers import time_mixer
 from .rope import apply_rope
 from .state import BlockState
 
 
 class FinchBlock(nn.Module):
-    """RWKV-6 block (Finch baseline) or Finch-C2 block (GoldFinch's lower layers)."""
+    """A recurrent block: its time mix is the registered mixer `mixer` (model/mixers.py), RWKV-6
+    for the Finch baseline and the upgrade architecture, Finch-C2 for GoldFinch's lower layers."""
 
     kind = "finch"
 
-    def __init__(self, cfg: ModelConfig, c2: bool):
+    def __init__(self, cfg: ModelConfig, mixer: str):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(cfg.n_embd), nn.LayerNorm(cfg.n_embd)
-        self.att = FinchTimeMix(cfg, c2)
+        self.att = time_mixer(mixer)(cfg)
         self.ffn = ChannelMix(cfg.n_embd, cfg.ffn_width)
 
     def forward(self, x: torch.Tensor, st: BlockState) -> tuple[torch.Tensor, BlockState]:
@@ -74,18 +75,19 @@ class LlamaAttention(nn.Module):
 
 
 class LlamaBlock(nn.Module):
+    """The paper's Llama block: LayerNorm (with bias) pre-norms, RoPE attention, SwiGLU."""
+
     kind = "llama"
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.norm1 = nn.RMSNorm(cfg.n_embd, eps=1e-6)
-        self.norm2 = nn.RMSNorm(cfg.n_embd, eps=1e-6)
+        self.ln1, self.ln2 = nn.LayerNorm(cfg.n_embd), nn.LayerNorm(cfg.n_embd)
         self.att = LlamaAttention(cfg)
         self.ffn = SwiGLU(cfg.n_embd, cfg.ffn_width)
 
     def forward(self, x: torch.Tensor, st: BlockState, start: int,
                 cache_dtype: torch.dtype) -> tuple[torch.Tensor, BlockState]:
-        att, k, v = self.att(self.norm1(x), st, start, cache_dtype)
+        att, k, v = self.att(self.ln1(x), st, start, cache_dtype)
         x = x + att
-        x = x + self.ffn(self.norm2(x))
+        x = x + self.ffn(self.ln2(x))
         return x, BlockState(k=k, v=v)

@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Optional
 
 ARCHS = ("goldfinch", "finch", "llama")
+# The Finch-family mixers (model/mixers.py) and which one each arch uses when model.lower is unset.
+LOWER_DEFAULT = {"goldfinch": "finch_c2", "finch": "finch"}
 CACHE_DTYPES = ("bfloat16", "float16", "float32")
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs" / "model"
 
@@ -24,7 +26,9 @@ class ModelConfig:
     dim_ffn: Optional[int] = None
     mix_lora_rank: int = 32
     decay_lora_rank: int = 64
-    rope_theta: float = 10000.0
+    rope_theta: float = 10000.0  # the Llama baseline's RoPE base
+    lower: Optional[str] = None  # finch_c2 | finch: the mixer of the recurrent blocks (unset: per arch)
+    gold_rope_theta: Optional[float] = None  # unset: no position encoding in GOLD (the paper's main)
     cache_dtype: str = "bfloat16"
 
     def __post_init__(self) -> None:
@@ -45,6 +49,17 @@ class ModelConfig:
             raise bad("vocab_size", "must be a positive integer (or unset to take it from the data)")
         if self.gold_ratio < 1:
             raise bad("gold_ratio", "must be >= 1 (GOLD layers are 1/gold_ratio of all layers)")
+        if self.lower is not None:
+            from .mixers import known_mixers
+            if self.arch == "llama":
+                raise bad("lower", "the Llama baseline has no recurrent blocks")
+            if self.lower not in known_mixers():
+                raise bad("lower", f"unknown mixer; expected one of {', '.join(known_mixers())}")
+        if self.gold_rope_theta is not None:
+            if self.arch != "goldfinch":
+                raise bad("gold_rope_theta", "only GoldFinch has GOLD blocks")
+            if self.gold_rope_theta <= 0:
+                raise bad("gold_rope_theta", "must be a positive RoPE base (or unset: no RoPE)")
         if self.cache_dtype not in CACHE_DTYPES:
             raise bad("cache_dtype", f"expected one of {', '.join(CACHE_DTYPES)}")
         if self.n_embd % self.head_size:
@@ -57,11 +72,10 @@ class ModelConfig:
             if self.att_width != self.n_embd:
                 raise bad("dim_att", "GoldFinch mixes keys with embedding-width values, so dim_att "
                           "must equal n_embd")
-            if self.n_gold == 0:
-                raise bad("n_layer", f"too few layers for gold_ratio={self.gold_ratio}: no GOLD block")
-        if self.arch == "llama" and self.head_size % 2:
-            raise bad("head_size", "RoPE needs an even head size")
-        if self.arch == "goldfinch" and self.head_size % 2:
+            if self.n_finch == 0:
+                raise bad("n_layer", f"too few layers for gold_ratio={self.gold_ratio}: no recurrent "
+                          "block below GOLD to make the key cache from")
+        if (self.arch == "llama" or self.gold_rope_theta is not None) and self.head_size % 2:
             raise bad("head_size", "RoPE needs an even head size")
         return self
 
@@ -79,17 +93,28 @@ class ModelConfig:
         if self.dim_ffn:
             return self.dim_ffn
         if self.arch == "llama":
-            # SwiGLU has three matrices: 8/3 width matches the RWKV channel mix's parameter count.
-            return -(-int(self.n_embd * 8 / 3) // 32) * 32
+            # the paper's SwiGLU width: 8/3 of n_embd, rounded down to a multiple of 32
+            return self.n_embd * 4 * 2 // 3 // 32 * 32
         return int(self.n_embd * 3.5) // 32 * 32
 
     @property
-    def n_gold(self) -> int:
-        return self.n_layer // self.gold_ratio if self.arch == "goldfinch" else 0
+    def lower_mixer(self) -> str | None:
+        """The Finch-family mixer of the recurrent blocks (None for Llama)."""
+        return None if self.arch == "llama" else self.lower or LOWER_DEFAULT[self.arch]
 
     @property
     def n_finch(self) -> int:
-        return 0 if self.arch == "llama" else self.n_layer - self.n_gold
+        """As the reference splits: the lower int(L·(r−1)/r) blocks are recurrent, so the GOLD
+        count rounds up (L=4, r=3: 2 GOLD blocks)."""
+        if self.arch == "llama":
+            return 0
+        if self.arch == "finch":
+            return self.n_layer
+        return int(self.n_layer * (self.gold_ratio - 1) / self.gold_ratio)
+
+    @property
+    def n_gold(self) -> int:
+        return self.n_layer - self.n_finch if self.arch == "goldfinch" else 0
 
     @property
     def compressed_width(self) -> int:

@@ -2,27 +2,23 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from .base import LanguageModel
 from .blocks import FinchBlock, GoldBlock
 from .config import ModelConfig
-from .kv_compression import KeyCompression
+from .kv_compression import KeyCompression, rms_norm
 from .state import BlockState, ModelState
 
 
 class GoldFinch(LanguageModel):
-    """arch "goldfinch": n_finch Finch-C2 blocks + n_gold GOLD blocks; arch "finch": RWKV-6 only."""
+    """arch "goldfinch": n_finch recurrent blocks (Finch-C2, or RWKV-6 with model.lower=finch)
+    + n_gold GOLD blocks; arch "finch": recurrent blocks only (RWKV-6, or Finch-C2)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
-        self.ln0 = nn.LayerNorm(cfg.n_embd)
-        c2 = cfg.arch == "goldfinch"
-        self.blocks.extend(FinchBlock(cfg, c2) for _ in range(cfg.n_finch))
+        self.blocks.extend(FinchBlock(cfg, cfg.lower_mixer) for _ in range(cfg.n_finch))
         self.blocks.extend(GoldBlock(cfg) for _ in range(cfg.n_gold))
         self.kv_compression = KeyCompression(cfg) if cfg.n_gold else None
-        self.ln_out = nn.LayerNorm(cfg.n_embd)
 
     def forward(self, idx: torch.Tensor, state: ModelState | None = None, last_only: bool = False,
                 return_hidden: bool = False, targets: torch.Tensor | None = None):
@@ -61,7 +57,7 @@ class GoldFinch(LanguageModel):
         Keys and values still span the whole cache: O(T) work for a T-token pre-fill.
         """
         k_cache = self.kv_compression.keys(emb0, compressed)
-        v_src = F.rms_norm(emb0, (emb0.shape[-1],))
+        v_src = rms_norm(emb0)
         gold = list(zip(self.blocks[self.cfg.n_finch:], state.blocks[self.cfg.n_finch:]))
         total = compressed.shape[1]
         span = 2 * len(gold)

@@ -1,4 +1,11 @@
-"""Initialisation from the GoldFinch / RWKV-6 papers (and GPT-style for the Llama baseline)."""
+"""Initialisation as the paper's reference code does it, for every architecture.
+
+Matrices are orthogonal with gain 1, except: zero for the time-mix output and the channel mix's
+value and receptance, gain 0.1 for the Finch key and gate; embeddings uniform ±1e-4; the head
+orthogonal with gain 0.5·sqrt(vocab/n_embd) (0.5 when vocab ≤ n_embd); LoRA A zero and B uniform
+±0.01; LayerNorms ones and zeros, except the time mix's ln_x weight ((layer+1)/L)^0.7. The token-
+shift amounts, decay bases and bonuses follow RWKV-6's layer-dependent schedules.
+"""
 from __future__ import annotations
 
 import math
@@ -8,7 +15,7 @@ from torch import nn
 
 from .blocks import FinchBlock, GoldBlock, LlamaBlock
 from .channel_mix import ChannelMix
-from .finch_time_mix import FinchTimeMix
+from .finch_time_mix import FinchTimeMix, _FinchFamily
 from .gold_time_mix import GoldTimeMix
 from .kv_compression import KeyCompression
 from .token_mixing import DDLerp, TanhLoRA
@@ -45,11 +52,18 @@ def _orthogonal(linear: nn.Linear, gain: float = 1.0) -> None:
     nn.init.orthogonal_(linear.weight, gain=gain)
 
 
-def _init_finch_time_mix(att: FinchTimeMix, layer: int, n_layer: int) -> None:
+def _bonus_schedule(n_head: int, head_size: int, r01: float, device) -> torch.Tensor:
+    n = torch.arange(n_head * head_size, device=device, dtype=torch.float32)
+    frac = n / max(n.numel() - 1, 1)
+    return (r01 * (1.0 - frac) + ((n + 1) % 3 - 1) * 0.1).view(n_head, head_size)
+
+
+def _init_finch_time_mix(att: _FinchFamily, layer: int, n_layer: int) -> None:
     r01, r10 = _ratios(layer, n_layer)
     _init_ddlerp(att.mix, r01, r10)
-    for lin in (att.receptance, att.key, att.value):
-        _orthogonal(lin)
+    _orthogonal(att.receptance)
+    _orthogonal(att.key, 0.1)
+    _orthogonal(att.value)
     nn.init.zeros_(att.output.weight)
     n = torch.arange(att.decay_base.numel(), device=att.decay_base.device, dtype=torch.float32)
     frac = n / max(att.decay_base.numel() - 1, 1)
@@ -57,18 +71,19 @@ def _init_finch_time_mix(att: FinchTimeMix, layer: int, n_layer: int) -> None:
     _init_lora(att.decay_lora)
     att.ln_x.weight.fill_(((layer + 1) / n_layer) ** 0.7)
     nn.init.zeros_(att.ln_x.bias)
-    if att.c2:
-        _init_lora(att.v2_lora)
-    else:
-        bonus = r01 * (1.0 - frac) + ((n + 1) % 3 - 1) * 0.1
-        att.bonus.copy_(bonus.view_as(att.bonus))
+    bonus = _bonus_schedule(att.n_head, att.head_size, r01, att.decay_base.device)
+    if isinstance(att, FinchTimeMix):
+        att.bonus.copy_(bonus)
         _orthogonal(att.gate, 0.1)
+    else:
+        _init_lora(att.v2_lora)
+        att.unused_bonus.copy_(bonus)
 
 
 def _init_gold_time_mix(att: GoldTimeMix, layer: int, n_layer: int) -> None:
     r01, r10 = _ratios(layer, n_layer)
-    for mix in (att.q_mix, att.k_mix, att.v_mix):
-        _init_ddlerp(mix, r01, r10)
+    _init_ddlerp(att.q_mix, r01, r10)
+    _init_ddlerp(att.kv_mix, r01, r10)
     _orthogonal(att.query)
     _init_lora(att.k_lora)
     _init_lora(att.v_lora)
@@ -83,41 +98,34 @@ def _init_channel_mix(ffn: ChannelMix, layer: int, n_layer: int) -> None:
     ffn.mu_k.copy_(amounts["k"])
     ffn.mu_r.copy_(amounts["k"])
     _orthogonal(ffn.key)
-    _orthogonal(ffn.receptance)
+    nn.init.zeros_(ffn.receptance.weight)
     nn.init.zeros_(ffn.value.weight)
 
 
-def _init_rwkv_family(model) -> None:
+def _init_llama_block(block: LlamaBlock) -> None:
+    """Every matrix orthogonal with gain 1 (q, k and v each on its own, as three maps)."""
+    for part in block.att.qkv.weight.chunk(3, dim=0):
+        nn.init.orthogonal_(part)
+    for lin in (block.att.output, block.ffn.gate, block.ffn.up, block.ffn.down):
+        _orthogonal(lin)
+
+
+@torch.no_grad()
+def init_weights(model) -> None:
     cfg = model.cfg
     nn.init.uniform_(model.emb.weight, -1e-4, 1e-4)
-    _orthogonal(model.head, 0.5 * math.sqrt(cfg.vocab_size / cfg.n_embd))
+    head_gain = 0.5 * math.sqrt(cfg.vocab_size / cfg.n_embd) if cfg.vocab_size > cfg.n_embd else 0.5
+    _orthogonal(model.head, head_gain)
     for i, block in enumerate(model.blocks):
+        if isinstance(block, LlamaBlock):
+            _init_llama_block(block)
+            continue
         if isinstance(block, FinchBlock):
             _init_finch_time_mix(block.att, i, cfg.n_layer)
         elif isinstance(block, GoldBlock):
             _init_gold_time_mix(block.att, i, cfg.n_layer)
         _init_channel_mix(block.ffn, i, cfg.n_layer)
-    comp = model.kv_compression
+    comp = getattr(model, "kv_compression", None)
     if isinstance(comp, KeyCompression):
         _orthogonal(comp.compress)
         _orthogonal(comp.expand)
-
-
-def _init_llama(model) -> None:
-    std, out_std = 0.02, 0.02 / math.sqrt(2 * model.cfg.n_layer)
-    nn.init.normal_(model.emb.weight, std=std)
-    nn.init.normal_(model.head.weight, std=std)
-    for block in model.blocks:
-        assert isinstance(block, LlamaBlock)
-        for lin in (block.att.qkv, block.ffn.gate, block.ffn.up):
-            nn.init.normal_(lin.weight, std=std)
-        for lin in (block.att.output, block.ffn.down):
-            nn.init.normal_(lin.weight, std=out_std)
-
-
-@torch.no_grad()
-def init_weights(model) -> None:
-    if model.cfg.arch == "llama":
-        _init_llama(model)
-    else:
-        _init_rwkv_family(model)

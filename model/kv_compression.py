@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+
+
+def rms_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """x / (rms(x) + eps): the reference's form (eps outside the root), which GOLD's keys and
+    value source use; it differs from torch's rms_norm for tiny vectors."""
+    return x / (x.norm(2, dim=-1, keepdim=True) * x.shape[-1] ** -0.5 + eps)
 
 
 class KeyCompression(nn.Module):
@@ -23,5 +28,4 @@ class KeyCompression(nn.Module):
         return self.compress(x)
 
     def keys(self, emb0: torch.Tensor, compressed: torch.Tensor) -> torch.Tensor:
-        k = self.expand(torch.cat([emb0, compressed.to(emb0.dtype)], dim=-1))
-        return F.rms_norm(k, (k.shape[-1],))
+        return rms_norm(self.expand(torch.cat([emb0, compressed.to(emb0.dtype)], dim=-1)))

@@ -1,8 +1,8 @@
-"""Llama baseline: RMSNorm, RoPE, multi-head softmax attention, SwiGLU."""
+"""The paper's Llama baseline: LN0 on the embeddings, LayerNorm pre-norm blocks, RoPE, multi-head
+softmax attention (no GQA), SwiGLU."""
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from .base import LanguageModel
 from .blocks import LlamaBlock
@@ -14,12 +14,11 @@ class Llama(LanguageModel):
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
         self.blocks.extend(LlamaBlock(cfg) for _ in range(cfg.n_layer))
-        self.ln_out = nn.RMSNorm(cfg.n_embd, eps=1e-6)
 
     def forward(self, idx: torch.Tensor, state: ModelState | None = None, last_only: bool = False,
                 return_hidden: bool = False, targets: torch.Tensor | None = None):
         state = self.check_input(idx, state)
-        x = self.emb(idx.long())
+        x = self.ln0(self.emb(idx.long()))
         new_blocks = []
         for block, st in zip(self.blocks, state.blocks):
             x, st = self.run_block(block, x, st, state.seen, self.stored_dtype(x))

@@ -1,16 +1,21 @@
-"""Rotary position embedding (rotate-half form), computed on the fly in fp32."""
+"""Rotary position embedding over adjacent pairs (dims 2i, 2i+1), as the paper's code applies it."""
 from __future__ import annotations
 
 import torch
 
 
 def apply_rope(x: torch.Tensor, start: int, theta: float) -> torch.Tensor:
-    """Rotate x [B, H, T, hd] for absolute positions start .. start+T-1."""
+    """Rotate x [B, H, T, hd] for absolute positions start .. start+T-1, computed in fp32.
+
+    Pair i of each head turns by pos * theta^(-2i/hd). The pairing is the reference's (complex
+    numbers over adjacent dims), so its query/key weights load without permutation.
+    """
     hd = x.shape[-1]
     inv_freq = theta ** (-torch.arange(0, hd, 2, device=x.device, dtype=torch.float32) / hd)
     pos = torch.arange(start, start + x.shape[-2], device=x.device, dtype=torch.float32)
     angles = torch.outer(pos, inv_freq)
-    cos = torch.cat([angles.cos(), angles.cos()], dim=-1).to(x.dtype)
-    sin = torch.cat([angles.sin(), angles.sin()], dim=-1).to(x.dtype)
-    x1, x2 = x[..., : hd // 2], x[..., hd // 2:]
-    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+    cos, sin = angles.cos(), angles.sin()
+    pairs = x.float().unflatten(-1, (hd // 2, 2))
+    even, odd = pairs[..., 0], pairs[..., 1]
+    rotated = torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1)
+    return rotated.flatten(-2).to(x.dtype)

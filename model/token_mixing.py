@@ -27,7 +27,8 @@ class DDLerp(nn.Module):
     """Data-dependent lerp between x_t and x_{t-1}, one output per name.
 
     dx = x_{t-1} - x_t; a rank-r tanh LoRA on x + dx*mu_x gives per-output amounts m_i, and
-    output i is x + dx*(mu_i + m_i). Finch uses it for r/k/v/w/v2, GOLD for q, k and v.
+    output i is x + dx*(mu_i + m_i). Finch uses it for r/k/v/w/(g or v2), GOLD for q; GOLD's k/v
+    take only the amounts (`amounts`) and apply them to other sources.
     """
 
     def __init__(self, dim: int, names: tuple[str, ...], rank: int):
@@ -38,9 +39,13 @@ class DDLerp(nn.Module):
         self.lora_a = nn.Parameter(torch.empty(dim, len(names) * rank))
         self.lora_b = nn.Parameter(torch.empty(len(names), rank, dim))
 
-    def forward(self, x: torch.Tensor, prev: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        dx = token_shift(x, prev) - x
+    def amounts(self, x: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
+        """mu_i + m_i for every name, as [B, T, n_names, C]."""
         n, rank = len(self.names), self.lora_b.shape[1]
         h = torch.tanh((x + dx * self.mu_x) @ self.lora_a)
-        m = torch.einsum("btnr,nrc->btnc", h.view(*x.shape[:2], n, rank), self.lora_b)
-        return {name: x + dx * (self.mu[i] + m[..., i, :]) for i, name in enumerate(self.names)}
+        return self.mu + torch.einsum("btnr,nrc->btnc", h.view(*x.shape[:2], n, rank), self.lora_b)
+
+    def forward(self, x: torch.Tensor, prev: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        dx = token_shift(x, prev) - x
+        m = self.amounts(x, dx)
+        return {name: x + dx * m[..., i, :] for i, name in enumerate(self.names)}
