@@ -1,6 +1,6 @@
 """Pre-fill time vs prompt length: tiny GoldFinch (linear pre-fill) against tiny Llama.
 
-    python benchmarks/prefill.py [--lengths 1024 2048 4096 8192 16384] [--repeats 2] [--plot PATH]
+    python benchmarks/prefill.py [--lengths 1024 2048 4096 8192 16384] [--repeats 3] [--plot PATH]
 
 Both models see the same prompts in one run; prints each time and the ratio per doubling
 (GoldFinch's goal: <= 2.2x per doubling, i.e. linear in the prompt length), and draws time vs
@@ -65,7 +65,7 @@ def plot(results: dict[str, dict[int, float]], out: Path, title: str) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--vocab", type=int, default=16384)
     parser.add_argument("--archs", nargs="+", default=["goldfinch", "llama"])
     parser.add_argument("--json", help="also write the results to this file")

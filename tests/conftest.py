@@ -24,3 +24,44 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def shared_data(tmp_path_factory):
+    """One synthetic data dir for the end-to-end training tests of several modules; each test
+    writes its own run names under it."""
+    from pipeline_helpers import make_data_dir
+
+    root = tmp_path_factory.mktemp("shared")
+    make_data_dir(root / "data", docs_per_shard=(40,), val_docs=(10,))
+    return root
+
+
+@pytest.fixture(scope="session")
+def two_rank_zero2(shared_data):
+    """Losses of the reference run that several launch modes must reproduce exactly: 4 ZeRO-2
+    steps, 2 processes on one node (torchrun --standalone), a global batch of 8 windows."""
+    from pipeline_helpers import metrics, run_train
+
+    run_train(shared_data, "train.run_name=ref-2rank-zero2", "train.max_steps=4", "train.global_batch=8",
+              "train.zero_stage=2", "train.export=false", nproc=2, env={"GLOO_SOCKET_IFNAME": "lo"})
+    rows = metrics(shared_data, "ref-2rank-zero2")
+    assert [r["tokens"] for r in rows] == [2 * 4 * 32 * s for s in (1, 2, 3, 4)]
+    return [r["loss"] for r in rows]
+
+
+@pytest.fixture(scope="session")
+def plain_run(shared_data):
+    """`plain_run(stage)`: losses of a 5-step single-rank run without phases under that ZeRO
+    stage, on shared_data (run name plain-z<stage>); run once, on first use."""
+    from pipeline_helpers import metrics, run_train
+
+    done = {}
+
+    def get(stage: int) -> list[float]:
+        if stage not in done:
+            run_train(shared_data, f"train.run_name=plain-z{stage}", "train.max_steps=5",
+                      f"train.zero_stage={stage}", "train.export=false")
+            done[stage] = [r["loss"] for r in metrics(shared_data, f"plain-z{stage}")]
+        return done[stage]
+    return get

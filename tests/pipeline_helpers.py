@@ -61,7 +61,7 @@ def make_data_dir(root: Path, docs_per_shard=(5, 7, 4, 6), val_docs=(6,), seed=0
 TINY = ["model.n_layer=3", "model.n_embd=64", "model.head_size=16", "model.ctx_len=32",
         "model.mix_lora_rank=8", "model.decay_lora_rank=8", "train.micro_batch=4",
         "train.warmup_steps=2", "train.lr=3e-3", "train.lr_final=1e-3", "train.val_every=0",
-        "train.log_every=0"]
+        "train.log_every=0", "tracking.enabled=false"]  # the MLflow tests turn tracking on
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -53,10 +53,12 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def local_build(corpus, ray_env, tmp_path_factory):
-    """`python -m data_prep` without RAY_ADDRESS: its own local Ray instance."""
+    """The reference: `python -m data_prep` on the single-process path (data.executor=local, no
+    Ray at all), which the Ray path must reproduce byte for byte (tests/test_data_prep_ray.py
+    checks the same for a local Ray instance)."""
     out = tmp_path_factory.mktemp("local") / "data"
     proc = subprocess.run([sys.executable, "-m", "data_prep", f"data.input={corpus}", f"data.output={out}",
-                           "data.num_cpus=2", *SETTINGS], capture_output=True, text=True, env=ray_env,
+                           "data.executor=local", *SETTINGS], capture_output=True, text=True, env=ray_env,
                           cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out

@@ -10,14 +10,12 @@ import pytest
 
 from launch_helpers import (LOOPBACK_ENV, TRAIN_SBATCH, TRAIN_SH, fake_slurm, free_port, slurm_log, start,
                             stop_group, wait_until)
-from pipeline_helpers import ROOT, TINY, make_data_dir, metrics, run_train
+from pipeline_helpers import ROOT, TINY, make_data_dir, metrics
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("launch-train")
-    make_data_dir(tmp / "data", docs_per_shard=(40,), val_docs=(10,))
-    return tmp
+@pytest.fixture
+def data(shared_data):
+    return shared_data
 
 
 def overrides(tmp, run: str, *more: str) -> list[str]:
@@ -25,14 +23,10 @@ def overrides(tmp, run: str, *more: str) -> list[str]:
             "train.export=false", *more]
 
 
-@pytest.fixture(scope="module")
-def one_node(data):
+@pytest.fixture
+def one_node(two_rank_zero2):
     """Losses of 4 ZeRO-2 steps on one node with two processes (torchrun --standalone)."""
-    run_train(data, "train.run_name=one", "train.max_steps=4", "train.zero_stage=2", "train.export=false",
-              nproc=2, env={"GLOO_SOCKET_IFNAME": "lo"})
-    rows = metrics(data, "one")
-    assert [r["tokens"] for r in rows] == [2 * 4 * 32 * s for s in (1, 2, 3, 4)]
-    return [r["loss"] for r in rows]
+    return two_rank_zero2
 
 
 def four_steps(tmp, run: str) -> list[str]:
@@ -87,7 +81,7 @@ def test_slurm_time_limit_checkpoints_requeues_and_resumes(tmp_path):
     shared = data / "shared"
     env = fake_slurm(data, nodes=2, job_id=77, GPUS_PER_NODE="1", RUN_ROOT=str(shared),
                      MASTER_PORT=str(free_port()))
-    args = overrides(data, "slurm", "train.max_steps=80", "train.save_every=0")
+    args = overrides(data, "slurm", "train.max_steps=30", "train.save_every=0", "tracking.enabled=true")
     metrics_file = shared / "runs" / "slurm" / "metrics.jsonl"
     job = start(["bash", str(TRAIN_SBATCH), *args], env, data / "job1.log")
     try:
@@ -104,7 +98,7 @@ def test_slurm_time_limit_checkpoints_requeues_and_resumes(tmp_path):
     assert steps == [["srun", "nodes=2", "first=0"]]
     ckpts = shared / "runs" / "slurm" / "checkpoints"
     stopped_at = int((ckpts / "latest").read_text().strip().removeprefix("step"))
-    assert 3 <= stopped_at < 80
+    assert 3 <= stopped_at < 30
     assert json.loads(metrics_file.read_text().splitlines()[-1])["step"] == stopped_at
     assert (shared / "mlruns" / "mlflow.db").is_file()
 
@@ -115,5 +109,5 @@ def test_slurm_time_limit_checkpoints_requeues_and_resumes(tmp_path):
     assert f"resumed from step{stopped_at:08d} at step {stopped_at}" in requeued.stdout + requeued.stderr
     assert sum("requeue" in line for line in slurm_log(data)) == 1  # a finished run is not requeued
     rows = [json.loads(line) for line in metrics_file.read_text().splitlines()]
-    assert [r["step"] for r in rows] == list(range(1, 81))
-    assert (ckpts / "latest").read_text().strip() == "step00000080"
+    assert [r["step"] for r in rows] == list(range(1, 31))
+    assert (ckpts / "latest").read_text().strip() == "step00000030"

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from pipeline import evaluate as ev
+from pipeline.export import export
 
 from pipeline_helpers import ENV, ROOT, make_data_dir, metrics, run_train
 
@@ -17,8 +18,28 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     make_data_dir(root / "data", docs_per_shard=(40,), val_docs=(10,))
     run_train(root, "train.run_name=r", "train.max_steps=6", "train.save_every=3",
-              "train.val_every=6", "train.val_batches=3")
+              "train.val_every=6", "train.val_batches=3", "tracking.enabled=true")
     return root
+
+
+def reference_loss(model_dir, data_dir, batches: int, micro_batch: int) -> float:
+    """The validation loss computed here, independently of pipeline.evaluate: the first
+    batches x micro_batch val windows (unshuffled, the run's seed), plain cross-entropy."""
+    import torch
+    import torch.nn.functional as F
+
+    from model import load_exported
+    from pipeline.data_loader import DataDir
+
+    model = load_exported(model_dir).eval()
+    stream = DataDir.open(data_dir).stream("val", 0, 1, model.cfg.ctx_len, 1337, False)
+    losses = []
+    with torch.no_grad():
+        for _ in range(batches):
+            batch = stream.next_batch(micro_batch)
+            logits, _ = model(batch[:, :-1])
+            losses.append(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1)).item())
+    return sum(losses) / len(losses)
 
 
 def cli(*args):
@@ -48,7 +69,10 @@ def test_step_export_other_data_and_mlflow(trained, tmp_path, capsys):
     latest = json.loads(capsys.readouterr().out)
     assert ev.main(["--run", str(run), "--step", "3"]) == 0
     early = json.loads(capsys.readouterr().out)
-    assert early["step"] == 3 and early["loss"] != latest["loss"]
+    step3 = export(run, tmp_path / "step3", 3)
+    assert early["step"] == 3
+    assert early["loss"] == pytest.approx(reference_loss(step3, trained / "data", 3, 4), rel=1e-6)
+    assert early["loss"] > latest["loss"] + 0.05  # step 3 is before three more steps of learning
     # the run's export holds the step-6 weights; its run config supplies the data dir
     assert ev.main(["--model", str(run / "export")]) == 0
     assert json.loads(capsys.readouterr().out)["loss"] == pytest.approx(latest["loss"], rel=1e-6)
@@ -56,7 +80,8 @@ def test_step_export_other_data_and_mlflow(trained, tmp_path, capsys):
     make_data_dir(tmp_path / "other", docs_per_shard=(3,), val_docs=(12,), seed=9)
     assert ev.main(["--run", str(run), "--data", str(tmp_path / "other"), "--batches", "5"]) == 0
     other = json.loads(capsys.readouterr().out)
-    assert other["batches"] == 5 and other["loss"] != latest["loss"] and math.isfinite(other["loss"])
+    assert other["batches"] == 5 and other["data"] == str(tmp_path / "other")
+    assert other["loss"] == pytest.approx(reference_loss(run / "export", tmp_path / "other", 5, 4), rel=1e-6)
 
     assert ev.main(["--run", str(run), "--log-mlflow"]) == 0
     logged = json.loads(capsys.readouterr().out)

@@ -108,9 +108,20 @@ def test_cli_prints_text_speed_and_cache_ratio(exported, capsys):
             "--prompt", "name1 = value", "--max-new-tokens", "6"]
     assert gen.main([*args, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["text"].startswith("name1 = value")
-    assert out["prompt_tokens"] > 0 and out["new_tokens"] + out["stopped_at_eot"] > 0
-    assert out["prefill_tokens_per_s"] > 0
+    # the same greedy continuation as re-running the full forward, decoded with the tokenizer
+    from tokenizers import Tokenizer
+
+    from model import load_exported
+
+    tok = Tokenizer.from_file(str(exported / "tokenizer.json"))
+    prompt = tok.encode("name1 = value").ids
+    expected = greedy_by_full_forward(load_exported(exported / "export").eval(), prompt, 6)
+    eot = tok.token_to_id("<|endoftext|>")
+    expected = expected[:expected.index(eot)] if eot in expected else expected
+    assert out["prompt_tokens"] == len(prompt)
+    assert out["new_ids"] == expected and out["new_tokens"] == len(expected)
+    assert out["text"] == tok.decode(prompt + expected)
+    assert out["prefill_tokens_per_s"] == pytest.approx(len(prompt) / out["prefill_s"])
     assert out["ratio_vs_llama"] == pytest.approx(768 / 12)
     assert gen.main(args) == 0
     text = capsys.readouterr().out
