@@ -51,10 +51,14 @@ class GoldTimeMix(nn.Module):
         v = self.ln_v(v + self.v_lora(v))
         return self._rope(self._heads(k), 0), self._heads(v)
 
+    def queries(self, x: torch.Tensor, shift: torch.Tensor | None, q_start: int) -> torch.Tensor:
+        """Queries for x [B, T, C] at positions q_start.., as [B, H, T, hd]."""
+        q = self.ln_q(self.query(self.q_mix(x, shift)["q"]))
+        return self._rope(self._heads(q), q_start)
+
     def forward(self, x: torch.Tensor, shift: torch.Tensor | None, k: torch.Tensor, v: torch.Tensor,
                 q_start: int) -> torch.Tensor:
         """x [B, T, C] (layer-normed) holds positions q_start..q_start+T-1 of the sequence."""
-        q = self.ln_q(self.query(self.q_mix(x, shift)["q"]))
-        q = self._rope(self._heads(q), q_start)
+        q = self.queries(x, shift, q_start)
         y = causal_attention(q, k, v, q_start).transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)
         return self.output(self.ln_x(y))

@@ -1,12 +1,17 @@
 """`train.init_from`: start a new run from another run's weights wherever names and shapes match.
 
-The source may be a run dir (its newest complete checkpoint), one checkpoint dir, an export dir or a
-`.safetensors` file. Typical use: a trained Finch into GoldFinch's lower blocks, embeddings and head,
-with the GOLD blocks and the key compression initialised fresh.
+The source may be a run dir (its newest complete checkpoint), one checkpoint dir, an export dir, a
+`.safetensors` file, or a checkpoint of the paper's reference implementation (`.pth`, converted on
+the fly). Typical use: a trained Finch into the lower blocks of the paper's upgrade architecture
+(GoldFinch with `model.lower=finch`), with the GOLD blocks and the key compression initialised fresh.
+A block whose recurrent mixer differs between source and target (RWKV-6 vs Finch-C2) is refused:
+same names, other computation.
 """
 from __future__ import annotations
 
 from pathlib import Path
+
+import re
 
 import torch
 from omegaconf import OmegaConf
@@ -26,6 +31,8 @@ def source_kind(path: Path) -> str:
     """What `path` is, or a PipelineError saying what was expected."""
     if path.is_file() and path.suffix == ".safetensors":
         return "safetensors"
+    if path.is_file() and path.suffix == ".pth":
+        return "reference"
     if (path / "model.safetensors").is_file():
         return "export"
     if (path / checkpointing.COMPLETE).is_file():
@@ -33,7 +40,7 @@ def source_kind(path: Path) -> str:
     if (path / "checkpoints").is_dir():
         return "run"
     raise PipelineError(f"train.init_from={path}: not a run dir, a complete checkpoint dir, an "
-                        "export dir or a .safetensors file")
+                        "export dir, a .safetensors file or a reference .pth checkpoint")
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -42,6 +49,12 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     kind = source_kind(path)
     if kind == "safetensors":
         return load_file(str(path))
+    if kind == "reference":
+        from model.convert import ConvertError, from_reference, read_reference
+        try:
+            return from_reference(read_reference(path))[1]
+        except (ConvertError, ValueError) as err:
+            raise PipelineError(f"train.init_from={path}: {err}") from None
     if kind == "export":
         return load_file(str(path / "model.safetensors"))
     if kind == "checkpoint":
@@ -52,12 +65,43 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     return _from_checkpoint(path / "checkpoints", tag)
 
 
+# a parameter only one kind of time mix has, and the kind it tells
+_MIXER_SIGNATURES = {"att.v2_lora.a": "Finch-C2 (finch_c2)", "att.gate.weight": "RWKV-6 (finch)",
+                     "att.query.weight": "GOLD", "att.qkv.weight": "Llama"}
+_RECURRENT = {"Finch-C2 (finch_c2)", "RWKV-6 (finch)"}
+
+
+def block_mixers(names) -> dict[int, str]:
+    """Block index -> its time mix, read off our parameter names."""
+    kinds = {}
+    for name in names:
+        m = re.match(r"blocks\.(\d+)\.(.+)$", name)
+        if m and m.group(2) in _MIXER_SIGNATURES:
+            kinds[int(m.group(1))] = _MIXER_SIGNATURES[m.group(2)]
+    return kinds
+
+
+def _refuse_other_recurrent_mixers(source: str, weights, own) -> None:
+    theirs, ours = block_mixers(weights), block_mixers(own)
+    clash = [i for i in sorted(ours) if i in theirs and theirs[i] != ours[i]
+             and {theirs[i], ours[i]} <= _RECURRENT]
+    if clash:
+        i = clash[0]
+        raise PipelineError(
+            f"train.init_from={source}: block {i} is {theirs[i]} in the source but {ours[i]} in this "
+            f"model ({len(clash)} such block(s)): the names match but the computation differs. To "
+            "upgrade a Finch run to GoldFinch build the paper's upgrade architecture "
+            "(model.lower=finch, as configs/recipes/upgrade-finch-to-goldfinch.yaml does)")
+
+
 def load_matching(model: torch.nn.Module, source: str) -> dict[str, list[str]]:
-    """Copy every parameter whose name and shape match; returns the loaded, new and ignored names.
-    A name that matches with another shape is an error (a different width or arch), as is a
-    source that matches nothing."""
+    """Copy every parameter (and persistent buffer) whose name and shape match; returns the
+    loaded, new and ignored names. A name that matches with another shape is an error (a
+    different width or arch), as is a source that matches nothing or whose recurrent blocks use
+    another mixer."""
     weights = read_weights(Path(source))
-    own = dict(model.named_parameters())
+    own = model.state_dict(keep_vars=True)
+    _refuse_other_recurrent_mixers(source, weights, own)
     mismatched = [f"{n} {tuple(weights[n].shape)} -> {tuple(p.shape)}"
                   for n, p in own.items() if n in weights and weights[n].shape != p.shape]
     if mismatched:

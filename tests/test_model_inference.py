@@ -105,10 +105,18 @@ def test_bad_inputs_name_the_value(arch):
 
 
 def test_detached_state_continues_identically():
+    """Truncated back-propagation: the detached state gives the same outputs, and no gradient
+    reaches the piece before it."""
     model = tiny_model("goldfinch")
     idx = torch.randint(0, VOCAB, (1, 12))
     _, state = model(idx[:, :6])
     a, _ = model(idx[:, 6:], state)
-    b, _ = model(idx[:, 6:], state.detach())
-    assert not b.requires_grad or b.grad_fn is not None
-    torch.testing.assert_close(a, b)
+    cut = state.detach()
+    b, _ = model(idx[:, 6:], cut)
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+    held = [state.compressed] + [t for blk in state.blocks for t in blk.tensors()]
+    assert all(t.requires_grad for t in held)
+    assert not any(t.requires_grad for t in [cut.compressed] + [t for blk in cut.blocks for t in blk.tensors()])
+    through = torch.autograd.grad(a.sum(), [state.compressed, state.blocks[0].wkv], allow_unused=True)
+    assert all(g is not None and g.abs().sum() > 0 for g in through)
+    assert torch.autograd.grad(b.sum(), [state.compressed], allow_unused=True) == (None,)

@@ -86,7 +86,12 @@ def infer_config(sd: dict[str, torch.Tensor], overrides: list[str] | None = None
                 raise ConvertError(f"w_kv_cache_a.weight is {compressed} wide: not n_embd={n_embd} "
                                    "divided by a whole compression ratio")
             fields.update(gold_ratio=_gold_ratio(n_layer, n_lower), kv_compression=n_embd // compressed)
-    return _simplest(load_model_config(None, overrides, **fields))
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return _simplest(load_model_config(None, overrides, **fields))
+    except OmegaConfBaseException as err:
+        raise ConvertError(f"bad key=value override: {str(err).splitlines()[0]}") from None
 
 
 def _simplest(cfg: ModelConfig) -> ModelConfig:
