@@ -85,14 +85,17 @@ def optimizer_state_bytes(engine) -> int:
 
 
 def gather(engine) -> tuple[dict, dict, int]:
-    """(full fp32 weights by name, Adam moments by name for trainable params, Adam step count),
-    on the CPU. Collective: every rank calls it."""
+    """(full fp32 weights and persistent buffers by name, Adam moments by name for trainable
+    params, Adam step count), on the CPU. Collective: every rank calls it."""
     weights, moments = {}, {}
     _relink(engine)
     for name, p in engine.module.named_parameters():
         weights[name] = _full_value(p).cpu().clone()
         if p.requires_grad and (mv := _full_moments(engine, p)) is not None:
             moments[name] = (mv[0].detach().float().cpu().clone(), mv[1].detach().float().cpu().clone())
+    saved = engine.module.state_dict(keep_vars=True).keys()  # ZeRO never partitions buffers
+    weights.update({name: b.detach().cpu().clone() for name, b in engine.module.named_buffers()
+                    if name in saved})
     return weights, moments, adam_step_count(engine)
 
 
