@@ -37,9 +37,15 @@ def ce_rows_kernel(logits_ptr, targets_ptr, loss_ptr, row_stride, n_vocab, ignor
             tl.store(base + start + cols, grad.to(logits_ptr.dtype.element_ty), mask=in_range)
 
 
-def ce_rows_triton(logits, targets, losses, ignore_index: int, write_grad: bool) -> None:
-    """Fill losses [rows] fp32; if write_grad, overwrite logits [rows, V] with d(row loss)/dx."""
+def _launch(kernel, grid, *args, **consts):
+    kernel[grid](*args, **consts)
+
+
+def ce_rows_triton(logits, targets, losses, ignore_index: int, write_grad: bool,
+                   launch=_launch) -> None:
+    """Fill losses [rows] fp32; if write_grad, overwrite logits [rows, V] with d(row loss)/dx.
+    (`launch` lets `kernels.compile_check` record the call instead of running it.)"""
     rows, vocab = logits.shape
     block = min(4096, triton.next_power_of_2(vocab))
-    ce_rows_kernel[(rows,)](logits, targets, losses, logits.stride(0), vocab, ignore_index,
-                            BLOCK=block, WRITE_GRAD=write_grad, num_warps=8 if block >= 2048 else 4)
+    launch(ce_rows_kernel, (rows,), logits, targets, losses, logits.stride(0), vocab, ignore_index,
+           BLOCK=block, WRITE_GRAD=write_grad, num_warps=8 if block >= 2048 else 4)

@@ -1,4 +1,4 @@
-"""Tile-level pieces shared by the WKV6 Triton kernels: decays of a tile and intra-tile pairs.
+"""Tile-level pieces shared by the WKV6 Triton kernels: decays of a tile, intra-tile pairs, dots.
 
 A tile is a block of consecutive tokens (rows) of one head. With ld = -exp(w) <= 0 the
 per-channel log-decay of each row, every quantity below is a sum of ld over a range of rows,
@@ -9,9 +9,31 @@ measured from inside the tile, so every exponent that reaches `exp` is <= 0:
     a_tot    = sum_j ld[j]               (decay across the whole tile)
 Pair terms exp(b_ex[t] - a_in[s]) for s < t are formed per key channel, never as a quotient of
 two cumulative decays, so decays of exp(-exp(5)) per step underflow to 0 instead of overflowing.
+
+The pair loops walk one row at a time. The row (of k, w, r, v or dy) is loaded from memory (it
+is in L1: the tile was just read) and its cumulative decay carried as a running sum, instead of
+being picked out of a register tile: picking a row is a reduction across warps, a barrier each.
 """
 import triton
 import triton.language as tl
+
+from ..triton_runtime import interpreting
+
+# Triton 3.9's interpreter multiplies bf16 operands wrongly; it gets bf16-rounded fp32 instead.
+INTERPRETED = tl.constexpr(interpreting())
+
+
+@triton.jit
+def mm(a, b, PREC: tl.constexpr):
+    """a @ b with fp32 accumulation: bf16 operands for PREC="bf16", else fp32 ones at PREC."""
+    if PREC == "bf16":
+        if INTERPRETED:
+            return tl.dot(a.to(tl.bfloat16).to(tl.float32), b.to(tl.bfloat16).to(tl.float32),
+                          input_precision="ieee")
+        else:
+            return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+    else:
+        return tl.dot(a, b, input_precision=PREC)
 
 
 @triton.jit
@@ -26,58 +48,90 @@ def tile_log_decays(w, valid):
 
 
 @triton.jit
-def pick_row(x, idx, i):
-    """Row i of a register tile x (as a vector over columns)."""
-    return tl.sum(tl.where((idx == i)[:, None], x, 0.0), 0)
+def _row(ptrs, s, n_valid, cols):
+    """Row s of a tile, `ptrs` pointing at its columns (fp32; zeros past the sequence end)."""
+    return tl.load(ptrs, mask=cols * 0 + s < n_valid, other=0.0).to(tl.float32)
 
 
 @triton.jit
-def intra_scores(r, k, b_ex, a_in, BC: tl.constexpr):
-    """P[t, s] = sum_c r[t,c] k[s,c] exp(b_ex[t,c] - a_in[s,c]) for s < t, else 0 ([BC, BC])."""
+def _log_decay_row(w_rows, row_stride, s, n_valid, cols):
+    """-exp(w) of row s; 0 (no decay) past the sequence end."""
+    w = tl.load(w_rows + s * row_stride, mask=cols * 0 + s < n_valid, other=float("-inf"))
+    return -tl.exp(w.to(tl.float32))
+
+
+@triton.jit
+def running_log_decays(w, valid, w_rows, row_stride, n_valid, cols, BC: tl.constexpr):
+    """(b_ex, a_in, a_rev, a_tot) of a sub-chunk tile, the cumulative sums taken row by row with
+    exactly the operations the pair loops below repeat: their exponents b_ex[t] - a_in[s] then
+    agree bit for bit between dr and dk, whose rounding would otherwise not cancel in dw."""
+    idx = tl.arange(0, BC)[:, None]
+    b_ex = tl.zeros_like(w)
+    a_in = tl.zeros_like(w)
+    run = tl.zeros_like(cols).to(tl.float32)
+    for s in range(BC):
+        b_ex = tl.where(idx == s, run[None, :], b_ex)
+        run += _log_decay_row(w_rows, row_stride, s, n_valid, cols)
+        a_in = tl.where(idx == s, run[None, :], a_in)
+    ld = tl.where(valid, -tl.exp(w), 0.0)
+    a_rev = tl.cumsum(ld, 0, reverse=True) - ld
+    return b_ex, a_in, a_rev, run
+
+
+@triton.jit
+def intra_scores(r, k, b_ex, w_rows, row_stride, n_valid, cols, BC: tl.constexpr):
+    """P[t, s] = sum_c r[t,c] k[s,c] exp(b_ex[t,c] - a_in[s,c]) for s < t, else 0 ([BC, BC]).
+    Row s of k is loaded from `k`'s memory rows; w_rows point at the tile's first row of w."""
     idx = tl.arange(0, BC)
     p = tl.zeros((BC, BC), dtype=tl.float32)
-    for s in tl.static_range(BC):
-        k_s = pick_row(k, idx, s)
-        a_s = pick_row(a_in, idx, s)
+    a_s = tl.zeros_like(cols).to(tl.float32)
+    for s in range(BC - 1):  # the last key has no later query
+        a_s += _log_decay_row(w_rows, row_stride, s, n_valid, cols)
+        k_s = _row(k + s * row_stride, s, n_valid, cols)
         col = tl.sum(r * k_s[None, :] * tl.exp(tl.minimum(b_ex - a_s[None, :], 0.0)), 1)
         p = tl.where((idx[None, :] == s) & (idx[:, None] > s), col[:, None], p)
     return p
 
 
 @triton.jit
-def intra_query_grads(d, k, b_ex, a_in, BC: tl.constexpr):
-    """dr[t, c] = sum_{s<t} d[t,s] k[s,c] exp(b_ex[t,c] - a_in[s,c]); d[t,s] = dy_t . v_s."""
+def intra_query_grads(dy, b_ex, k_rows, w_rows, kw_stride, v_rows, v_stride, n_valid, cols,
+                      v_cols, BC: tl.constexpr):
+    """dr[t, c] = sum_{s<t} d[t,s] k[s,c] exp(b_ex[t,c] - a_in[s,c]), d[t,s] = dy_t . v_s."""
     idx = tl.arange(0, BC)
-    acc = tl.zeros_like(k)
-    for s in tl.static_range(BC):
-        k_s = pick_row(k, idx, s)
-        a_s = pick_row(a_in, idx, s)
-        d_s = tl.sum(tl.where(idx[None, :] == s, d, 0.0), 1)
-        term = d_s[:, None] * k_s[None, :] * tl.exp(tl.minimum(b_ex - a_s[None, :], 0.0))
-        acc += tl.where(idx[:, None] > s, term, 0.0)
+    acc = tl.zeros_like(b_ex)
+    a_s = tl.zeros_like(cols).to(tl.float32)
+    for s in range(BC - 1):
+        a_s += _log_decay_row(w_rows, kw_stride, s, n_valid, cols)
+        k_s = _row(k_rows + s * kw_stride, s, n_valid, cols)
+        d_s = tl.sum(dy * _row(v_rows + s * v_stride, s, n_valid, v_cols)[None, :], 1)
+        d_s = tl.where(idx > s, d_s, 0.0)
+        acc += d_s[:, None] * k_s[None, :] * tl.exp(tl.minimum(b_ex - a_s[None, :], 0.0))
     return acc
 
 
 @triton.jit
-def intra_key_grads(d, r, b_ex, a_in, BC: tl.constexpr):
-    """dk[s, c] = sum_{t>s} d[t,s] r[t,c] exp(b_ex[t,c] - a_in[s,c]); d[t,s] = dy_t . v_s."""
+def intra_key_grads(v, a_in, r_rows, w_rows, kw_stride, dy_rows, v_stride, n_valid, cols,
+                    v_cols, BC: tl.constexpr):
+    """dk[s, c] = sum_{t>s} d[t,s] r[t,c] exp(b_ex[t,c] - a_in[s,c]), d[t,s] = dy_t . v_s."""
     idx = tl.arange(0, BC)
-    acc = tl.zeros_like(r)
-    for t in tl.static_range(BC):
-        r_t = pick_row(r, idx, t)
-        b_t = pick_row(b_ex, idx, t)
-        d_t = tl.sum(tl.where(idx[:, None] == t, d, 0.0), 0)
-        term = d_t[:, None] * r_t[None, :] * tl.exp(tl.minimum(b_t[None, :] - a_in, 0.0))
-        acc += tl.where(idx[:, None] < t, term, 0.0)
+    acc = tl.zeros_like(a_in)
+    b_t = tl.zeros_like(cols).to(tl.float32)  # b_ex of row t: the decay of the rows before it
+    for t in range(1, BC):  # the first query has no earlier key
+        b_t += _log_decay_row(w_rows, kw_stride, t - 1, n_valid, cols)
+        r_t = _row(r_rows + t * kw_stride, t, n_valid, cols)
+        d_t = tl.sum(v * _row(dy_rows + t * v_stride, t, n_valid, v_cols)[None, :], 1)
+        d_t = tl.where(idx < t, d_t, 0.0)
+        acc += d_t[:, None] * r_t[None, :] * tl.exp(tl.minimum(b_t[None, :] - a_in, 0.0))
     return acc
 
 
 @triton.jit
-def decays_and_scores(r, k, w, valid, u_row_ptr, HAS_U: tl.constexpr, BC: tl.constexpr):
+def decays_and_scores(r, k, w, valid, k_rows, w_rows, row_stride, n_valid, cols, u_row_ptr,
+                      HAS_U: tl.constexpr, BC: tl.constexpr):
     """The tile's log-decays and pair scores P, with the bonus r_t.(u*k_t) on P's diagonal when
     the model has one (Finch; Finch-C2 has none)."""
-    b_ex, a_in, a_rev, a_tot = tile_log_decays(w, valid)
-    p = intra_scores(r, k, b_ex, a_in, BC)
+    b_ex, a_in, a_rev, a_tot = running_log_decays(w, valid, w_rows, row_stride, n_valid, cols, BC)
+    p = intra_scores(r, k_rows, b_ex, w_rows, row_stride, n_valid, cols, BC)
     if HAS_U:
         idx = tl.arange(0, BC)
         u = tl.load(u_row_ptr).to(tl.float32)
