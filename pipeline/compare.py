@@ -10,6 +10,8 @@ Afterwards each trained model is evaluated on the same val windows and pre-fille
 `cache_context` tokens to measure its cache; the table goes to `results` (docs/RESULTS.md), the
 val-loss curves to `plot` (docs/img/compare.png) and all numbers to `<out_dir>/<run_prefix>-results.json`.
 Step count: `steps=` on the command line, else the COMPARE_STEPS environment variable, else the YAML.
+With `seeds=N` every arch trains N times (seeds seed, seed+1, ...; runs `<prefix>-<arch>-s<seed>`)
+and the report gives each arch's mean and spread, and says which gaps exceed the spread.
 """
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ class CompareConfig:
     micro_batch: int = 8
     ctx_len: int = 256
     seed: int = 1337
+    seeds: int = 1  # runs per arch, with seeds seed, seed+1, ...: the report gives mean and spread
     val_every: int = 0  # 0: about ten validations over the run
     val_batches: int = 4  # the trainer's validation (the curve in the plot)
     eval_batches: int = 16  # the final val loss in the table (pipeline.evaluate)
@@ -85,7 +88,7 @@ def load_config(config: str | Path | None, overrides: list[str]) -> CompareConfi
     layers.append(OmegaConf.from_dotlist(overrides))
     cfg: CompareConfig = OmegaConf.to_object(OmegaConf.merge(*layers))
     for key in ("steps", "micro_batch", "ctx_len", "val_batches", "eval_batches", "nproc",
-                "cache_context"):
+                "cache_context", "seeds"):
         if getattr(cfg, key) <= 0:
             raise ValueError(f"{key}={getattr(cfg, key)}: must be a positive integer")
     if not cfg.archs or len(set(cfg.archs)) != len(cfg.archs):
@@ -93,18 +96,24 @@ def load_config(config: str | Path | None, overrides: list[str]) -> CompareConfi
     return cfg
 
 
-def run_name(cfg: CompareConfig, arch: str) -> str:
-    return f"{cfg.run_prefix}-{arch}"
+def seed_list(cfg: CompareConfig) -> list[int]:
+    return [cfg.seed + i for i in range(cfg.seeds)]
 
 
-def train_args(cfg: CompareConfig, arch: str) -> list[str]:
+def run_name(cfg: CompareConfig, arch: str, seed: int | None = None) -> str:
+    """`<prefix>-<arch>`, with `-s<seed>` when the comparison runs several seeds."""
+    return f"{cfg.run_prefix}-{arch}" + (f"-s{seed}" if cfg.seeds > 1 else "")
+
+
+def train_args(cfg: CompareConfig, arch: str, seed: int | None = None) -> list[str]:
     """The trainer's command line for one arch: everything but the arch is the same for all."""
     val_every = cfg.val_every or max(1, cfg.steps // 10)
+    seed = cfg.seed if seed is None else seed
     return ["--config", cfg.preset.format(arch=arch),
-            f"data.path={cfg.data}", f"train.run_name={run_name(cfg, arch)}",
+            f"data.path={cfg.data}", f"train.run_name={run_name(cfg, arch, seed)}",
             f"train.out_dir={cfg.out_dir}", f"train.max_steps={cfg.steps}",
             f"train.micro_batch={cfg.micro_batch}", f"model.ctx_len={cfg.ctx_len}",
-            f"train.seed={cfg.seed}", f"train.val_every={val_every}",
+            f"train.seed={seed}", f"train.val_every={val_every}",
             f"train.val_batches={cfg.val_batches}", f"train.save_every={cfg.steps}",
             f"train.resume={'never' if cfg.fresh else 'auto'}", "train.export=true",
             f"tracking.enabled={str(cfg.tracking).lower()}", f"tracking.experiment={cfg.experiment}",
@@ -138,9 +147,9 @@ def check_params(counts: dict[str, int], tolerance: float) -> float:
     return spread
 
 
-def train_one(cfg: CompareConfig, arch: str) -> float:
+def train_one(cfg: CompareConfig, arch: str, seed: int) -> float:
     """Run the trainer as a subprocess (its output passes through); returns its wall time."""
-    run_dir = Path(cfg.out_dir) / run_name(cfg, arch)
+    run_dir = Path(cfg.out_dir) / run_name(cfg, arch, seed)
     if cfg.fresh and run_dir.exists():
         print(f"pipeline.compare: removing the previous {run_dir} (fresh=true)", flush=True)
         shutil.rmtree(run_dir)
@@ -148,10 +157,10 @@ def train_one(cfg: CompareConfig, arch: str) -> float:
     if cfg.nproc > 1:
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                     f"--nproc-per-node={cfg.nproc}", "-m", "pipeline.train"]
-    print(f"pipeline.compare: training {arch}: {' '.join(launcher[1:] + train_args(cfg, arch))}",
-          flush=True)
+    args = train_args(cfg, arch, seed)
+    print(f"pipeline.compare: training {arch} (seed {seed}): {' '.join(launcher[1:] + args)}", flush=True)
     t0 = time.perf_counter()
-    proc = subprocess.run(launcher + train_args(cfg, arch))
+    proc = subprocess.run(launcher + args)
     if proc.returncode:
         raise PipelineError(f"training {arch} failed (exit {proc.returncode}); its run dir is "
                             f"{run_dir}. Re-run with fresh=false to resume the runs where they stopped")
@@ -165,9 +174,9 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def summarize(cfg: CompareConfig, arch: str, wall_s: float, data: DataDir) -> dict:
-    """One row of the table: from the run's metrics, a fresh evaluation and a cache measurement."""
-    run_dir = Path(cfg.out_dir) / run_name(cfg, arch)
+def summarize(cfg: CompareConfig, arch: str, seed: int, wall_s: float, data: DataDir) -> dict:
+    """One run's numbers: from its metrics, a fresh evaluation and a cache measurement."""
+    run_dir = Path(cfg.out_dir) / run_name(cfg, arch, seed)
     records = read_metrics(run_dir)
     loaded = load_from_run(run_dir)
     tail = records[-max(1, len(records) // 10):]
@@ -181,7 +190,7 @@ def summarize(cfg: CompareConfig, arch: str, wall_s: float, data: DataDir) -> di
     stream = data.stream("val", 0, 1, cfg.cache_context, cfg.seed, False)
     cache = prefill_cache_bytes(model, stream.next_batch(1)[:, :cfg.cache_context])
     return {
-        "arch": arch, "run": run_name(cfg, arch), "params": model.num_params(),
+        "arch": arch, "seed": seed, "run": run_name(cfg, arch, seed), "params": model.num_params(),
         "step": loaded.step, "tokens": records[-1]["tokens"],
         "final_train_loss": sum(r["loss"] for r in tail) / len(tail), "train_loss_steps": len(tail),
         "val_loss": result["loss"], "val_perplexity": result["perplexity"],
@@ -196,7 +205,7 @@ def summarize(cfg: CompareConfig, arch: str, wall_s: float, data: DataDir) -> di
 
 def run_settings(cfg: CompareConfig) -> dict:
     """The schedule and shape the runs actually used (from the first run's config.yaml)."""
-    run_cfg = OmegaConf.load(Path(cfg.out_dir) / run_name(cfg, cfg.archs[0]) / "config.yaml")
+    run_cfg = OmegaConf.load(Path(cfg.out_dir) / run_name(cfg, cfg.archs[0], cfg.seed) / "config.yaml")
     t, m = run_cfg.train, run_cfg.model
     return {"lr": t.lr, "lr_final": t.lr_final, "lr_schedule": t.lr_schedule,
             "warmup_steps": t.warmup_steps, "precision": t.precision, "zero_stage": t.zero_stage,
@@ -205,7 +214,7 @@ def run_settings(cfg: CompareConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .compare_report import describe_machine, write_plot, write_results
+    from .compare_report import aggregate, describe_machine, write_plot, write_results
 
     parser = argparse.ArgumentParser(prog="python -m pipeline.compare",
                                      description=__doc__.splitlines()[0])
@@ -217,14 +226,16 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, args.overrides)
         data = DataDir.open(cfg.data)
         spread = check_params(count_params(cfg), cfg.param_tolerance)
-        walls = {arch: train_one(cfg, arch) for arch in cfg.archs}
-        rows = [summarize(cfg, arch, walls[arch], data) for arch in cfg.archs]
+        runs = [(arch, seed) for seed in seed_list(cfg) for arch in cfg.archs]
+        walls = {run: train_one(cfg, *run) for run in runs}
+        per_seed = [summarize(cfg, arch, seed, walls[arch, seed], data) for arch, seed in runs]
+        rows = aggregate(per_seed, cfg.archs)
     except (FileNotFoundError, ValueError, OmegaConfBaseException, PipelineError) as err:
         print(f"pipeline.compare: {err}", file=sys.stderr)
         return 2
     cfg = replace(cfg, date=cfg.date or datetime.date.today().isoformat(),
                   machine=cfg.machine or describe_machine())
-    summary = {"config": asdict(cfg), "param_spread": spread, "rows": rows,
+    summary = {"config": asdict(cfg), "param_spread": spread, "rows": rows, "runs": per_seed,
                "train": run_settings(cfg),
                "wall_s": time.perf_counter() - started,
                "data": {k: data.manifest[k] for k in MANIFEST_KEYS if k in data.manifest}}

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import platform
+import statistics
 import sys
 from pathlib import Path
 
@@ -27,6 +29,37 @@ def describe_machine() -> str:
     return f"{os.cpu_count()}-core CPU ({cpu}), no GPU"
 
 
+def aggregate(runs: list[dict], archs: list[str]) -> list[dict]:
+    """One row per arch from its runs (one per seed): means, with the spread over seeds
+    (`<key>_std`, `_min`, `_max`, `_per_seed`) for the losses."""
+    rows = []
+    for arch in archs:
+        mine = [r for r in runs if r["arch"] == arch]
+        row = dict(mine[0])
+        row.pop("run", None)
+        row["seeds"] = [r["seed"] for r in mine]
+        for key in ("val_loss", "final_train_loss"):
+            values = [r[key] for r in mine]
+            row[key] = statistics.fmean(values)
+            row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+            row[f"{key}_min"], row[f"{key}_max"] = min(values), max(values)
+            row[f"{key}_per_seed"] = values
+        if len(mine) > 1:
+            row["val_perplexity"] = math.exp(row["val_loss"])
+            trainer = [r["trainer_val_loss"] for r in mine if r.get("trainer_val_loss") is not None]
+            row["trainer_val_loss"] = statistics.fmean(trainer) if len(trainer) == len(mine) else None
+            speeds = [r["tokens_per_s"] for r in mine if r.get("tokens_per_s")]
+            row["tokens_per_s"] = statistics.median(speeds) if speeds else None
+            row["wall_s"] = sum(r["wall_s"] for r in mine)
+            row["curve"] = [(tokens, statistics.fmean(r["curve"][i][1] for r in mine))
+                            for i, (tokens, _) in enumerate(mine[0]["curve"])
+                            if all(len(r["curve"]) > i for r in mine)]
+            row["curve_band"] = [(min(r["curve"][i][1] for r in mine), max(r["curve"][i][1] for r in mine))
+                                 for i in range(len(row["curve"]))]
+        rows.append(row)
+    return rows
+
+
 def write_plot(rows: list[dict], out: Path) -> Path:
     import matplotlib
 
@@ -35,12 +68,18 @@ def write_plot(rows: list[dict], out: Path) -> Path:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(7, 4.2))
+    seeds = max(len(row.get("seeds", [0])) for row in rows)
     for row in rows:
         if row["curve"]:
             tokens, losses = zip(*row["curve"])
-            ax.plot(tokens, losses, "o-", markersize=3, label=f"{row['arch']} ({row['params'] / 1e6:.1f} M)")
-    return save(fig, ax, out, "training tokens", "val loss (nats/token)",
-                "Validation loss vs tokens, same data, seed and schedule")
+            line, = ax.plot(tokens, losses, "o-", markersize=3,
+                            label=f"{row['arch']} ({row['params'] / 1e6:.1f} M)")
+            if row.get("curve_band"):
+                low, high = zip(*row["curve_band"])
+                ax.fill_between(tokens, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+    title = ("Validation loss vs tokens, same data, seed and schedule" if seeds == 1 else
+             f"Validation loss vs tokens: mean and range over {seeds} seeds")
+    return save(fig, ax, out, "training tokens", "val loss (nats/token)", title)
 
 
 def ordering(rows: list[dict]) -> tuple[bool, str]:
@@ -53,9 +92,15 @@ def ordering(rows: list[dict]) -> tuple[bool, str]:
     return held, measured
 
 
+def beyond_spread(a: dict, b: dict) -> bool:
+    """Whether every seed separates a and b the same way: their ranges over seeds do not overlap."""
+    return a["val_loss_max"] < b["val_loss_min"] or b["val_loss_max"] < a["val_loss_min"]
+
+
 def gap_notes(rows: list[dict], close: float = 0.05) -> list[str]:
-    """Sentences on how far apart neighbouring archs (in the claimed order) are, and whether the
-    trainer's own last validation, on fewer windows, ranks them the same way."""
+    """Sentences on how far apart neighbouring archs (in the claimed order) are: against the
+    spread over seeds when there are several, else against the trainer's own last validation."""
+    by_arch = {r["arch"]: r for r in rows}
     loss = {r["arch"]: r["val_loss"] for r in rows}
     trainer = {r["arch"]: r.get("trainer_val_loss") for r in rows}
     claimed = [arch for arch in CLAIMED_ORDER if arch in loss]
@@ -63,6 +108,13 @@ def gap_notes(rows: list[dict], close: float = 0.05) -> list[str]:
     for a, b in zip(claimed, claimed[1:]):
         gap = loss[b] - loss[a]
         line = f"{b} - {a} = {gap:+.4f} nats"
+        if len(by_arch[a].get("seeds", [0])) > 1:
+            ra, rb = by_arch[a], by_arch[b]
+            where = ("exceeds the spread: every seed ranks them the same way" if beyond_spread(ra, rb)
+                     else "within the spread: the seeds' ranges overlap")
+            notes.append(f"{line}, {where} ({a} {ra['val_loss_min']:.4f}-{ra['val_loss_max']:.4f}, "
+                         f"{b} {rb['val_loss_min']:.4f}-{rb['val_loss_max']:.4f})")
+            continue
         if abs(gap) < close:
             line += (f" (under {close} nats: too close to call from one seed at this scale")
             if trainer[a] is not None and trainer[b] is not None:
@@ -79,13 +131,22 @@ def _fmt(value, spec: str, missing: str = "n/a") -> str:
     return missing if value is None else format(value, spec)
 
 
+def _with_spread(r: dict, key: str) -> str:
+    if len(r.get("seeds", [0])) == 1:
+        return f"{r[key]:.4f}"
+    return f"{r[key]:.4f} ± {r[key + '_std']:.4f}"
+
+
 def table(rows: list[dict], cache_context: int) -> list[str]:
-    lines = [f"| arch | params | tokens | final train loss | val loss | val ppl | tokens/s | "
-             f"cache bytes/token @{cache_context} | fixed state bytes |",
+    several = len(rows[0].get("seeds", [0])) > 1
+    spread = " (mean ± std)" if several else ""
+    lines = [f"| arch | params | tokens | final train loss{spread} | val loss{spread} | val ppl | "
+             f"tokens/s | cache bytes/token @{cache_context} | fixed state bytes |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['arch']} | {r['params']:,} | {r['tokens']:,} | {r['final_train_loss']:.4f} | "
-                     f"{r['val_loss']:.4f} | {r['val_perplexity']:.2f} | "
+        lines.append(f"| {r['arch']} | {r['params']:,} | {r['tokens']:,} | "
+                     f"{_with_spread(r, 'final_train_loss')} | "
+                     f"{_with_spread(r, 'val_loss')} | {r['val_perplexity']:.2f} | "
                      f"{_fmt(r['tokens_per_s'], ',.0f')} | {r['cache_bytes_per_token']:,.1f} | "
                      f"{r['fixed_state_bytes']:,} |")
     return lines
@@ -114,11 +175,15 @@ def setup_lines(summary: dict) -> list[str]:
         + f" (largest/smallest - 1 = {summary['param_spread']:.1%}, limit {cfg['param_tolerance']:.0%}).",
         f"- **Training**: each arch by its own `python -m pipeline.train` process: {cfg['steps']} "
         f"optimizer steps x {cfg['micro_batch']} windows x {cfg['ctx_len']} tokens = "
-        f"{rows[0]['tokens']:,} tokens, the same windows in the same order (seed {cfg['seed']}); "
+        f"{rows[0]['tokens']:,} tokens, the same windows in the same order for every arch ("
+        + (f"seed {cfg['seed']}); " if len(rows[0].get("seeds", [0])) == 1 else
+           f"once per seed: {', '.join(map(str, rows[0]['seeds']))}; the table gives the mean and "
+           "standard deviation over seeds, per-seed numbers are in the results JSON); ")
         + (f"AdamW, lr {train['lr']:g} -> {train['lr_final']:g} ({train['lr_schedule']}, "
            f"{train['warmup_steps']} warm-up steps), {train['precision']}, ZeRO stage "
            f"{train['zero_stage']}, {cfg['nproc']} process(es); " if train else "")
-        + f"MLflow experiment `{cfg['experiment']}`, runs `{cfg['run_prefix']}-<arch>`.",
+        + f"MLflow experiment `{cfg['experiment']}`, runs `{cfg['run_prefix']}-<arch>"
+        + ("`." if len(rows[0].get("seeds", [0])) == 1 else "-s<seed>`."),
         f"- **Val loss** (table): `pipeline.evaluate` over the first {cfg['eval_batches']} x "
         f"{cfg['micro_batch']} windows of the val split ({rows[0]['val_tokens']:,} tokens, "
         f"unshuffled, identical for every arch). The curves are the trainer's own validation "
@@ -147,6 +212,23 @@ def results_markdown(summary: dict, plot: Path, results: Path) -> str:
                    "within noise of each other" if any("too close" in n for n in notes)
                    else "**The paper's ordering held here**")
     walls = ", ".join(f"{r['arch']} training {r['wall_s'] / 60:.1f} min" for r in rows)
+    n_seeds = len(rows[0].get("seeds", [0]))
+    if n_seeds > 1:
+        verdict = "**The paper's ordering did not hold here**"
+        if held:
+            verdict = ("**The paper's ordering held here in the means, but not beyond the spread "
+                       "over seeds for every pair**" if any("within the spread" in n for n in notes)
+                       else "**The paper's ordering held here, every gap beyond the spread over seeds**")
+        scale = (f"This is {n_seeds} seeds and {rows[0]['tokens']:,} training tokens per model, orders of "
+                 "magnitude below the paper's runs: a gap within the spread over seeds is not a "
+                 "ranking. Scale it up with `COMPARE_STEPS=<n>` and larger `micro_batch=` / `ctx_len=` "
+                 "on a GPU.")
+    else:
+        scale = (f"This is one seed and {rows[0]['tokens']:,} training tokens per model, orders of "
+                 "magnitude below the paper's runs; the run-to-run spread from seeds was not measured "
+                 "(`seeds=3` measures it), so gaps of a few hundredths of a nat should not be read as "
+                 "a ranking. Scale it up with `COMPARE_STEPS=<n>` and larger `micro_batch=` / "
+                 "`ctx_len=` on a GPU.")
     text = [
         "# Results: GoldFinch vs Finch vs Llama at equal size, data and tokens",
         "",
@@ -171,15 +253,12 @@ def results_markdown(summary: dict, plot: Path, results: Path) -> str:
         f"(among the archs compared: {', '.join(r['arch'] for r in rows)}). "
         f"Gaps: {'; '.join(notes)}.",
         "",
-        f"This is one seed and {rows[0]['tokens']:,} training tokens per model, orders of magnitude "
-        "below the paper's runs; the run-to-run spread from seeds was not measured, so gaps of a "
-        "few hundredths of a nat should not be read as a ranking. Scale it up with "
-        "`COMPARE_STEPS=<n>` and larger `micro_batch=` / `ctx_len=` on a GPU.",
+        scale,
         "",
         "## Reproduce",
         "",
         "```bash",
-        "make compare                                     # this table, on data/default",
+        "make compare                                     # this table, on data/default (3 seeds)",
         "COMPARE_STEPS=2000 make compare ARGS=\"micro_batch=32 ctx_len=512\"",
         "python -m pipeline.compare_report " + f"{cfg['out_dir']}/{cfg['run_prefix']}-results.json"
         + "   # redraw from the saved numbers",

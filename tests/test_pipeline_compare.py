@@ -25,7 +25,7 @@ def expected_params() -> dict[str, int]:
 
 
 def micro_args(tmp_path, *extra):
-    return [f"data={tmp_path / 'data'}", "steps=2", "ctx_len=32", "micro_batch=4", "val_batches=2",
+    return [f"data={tmp_path / 'data'}", "steps=2", "seeds=1", "ctx_len=32", "micro_batch=4", "val_batches=2",
             "eval_batches=2", "cache_context=64", f"out_dir={tmp_path / 'runs'}",
             f"tracking_dir={tmp_path / 'mlruns'}", f"results={tmp_path / 'docs' / 'RESULTS.md'}",
             f"plot={tmp_path / 'docs' / 'img' / 'compare.png'}", MICRO, *extra]
@@ -34,9 +34,9 @@ def micro_args(tmp_path, *extra):
 @pytest.mark.slow
 def test_micro_comparison_writes_table_plot_and_one_experiment(tmp_path):
     make_data_dir(tmp_path / "data", docs_per_shard=(40,), val_docs=(10,))
-    # at 64 wide the archs differ by ~11%; the tolerance is a setting
+    # at 64 wide the archs differ by ~22% (the paper's SwiGLU rounds its width down); the tolerance is a setting
     proc = subprocess.run([sys.executable, "-m", "pipeline.compare",
-                           *micro_args(tmp_path, "param_tolerance=0.2", "date=2026-01-02")],
+                           *micro_args(tmp_path, "param_tolerance=0.25", "date=2026-01-02")],
                           capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     params = expected_params()
@@ -101,7 +101,7 @@ def test_steps_come_from_override_then_env_then_yaml(monkeypatch, tmp_path):
 
 
 def test_every_arch_gets_the_same_training_settings():
-    cfg = compare.load_config(None, ["steps=30", "train_overrides=[train.lr=1e-3]"])
+    cfg = compare.load_config(None, ["steps=30", "seeds=1", "train_overrides=[train.lr=1e-3]"])
     args = {arch: compare.train_args(cfg, arch) for arch in cfg.archs}
     for arch, a in args.items():
         assert a[:2] == ["--config", f"configs/model/{arch}-tiny.yaml"]
