@@ -236,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = replace(cfg, date=cfg.date or datetime.date.today().isoformat(),
                   machine=cfg.machine or describe_machine())
     summary = {"config": asdict(cfg), "param_spread": spread, "rows": rows, "runs": per_seed,
+               "command": {"config": args.config, "overrides": args.overrides,
+                           "steps_env": os.environ.get("COMPARE_STEPS") or None},
                "train": run_settings(cfg),
                "wall_s": time.perf_counter() - started,
                "data": {k: data.manifest[k] for k in MANIFEST_KEYS if k in data.manifest}}

@@ -258,7 +258,7 @@ def results_markdown(summary: dict, plot: Path, results: Path) -> str:
         "## Reproduce",
         "",
         "```bash",
-        "make compare                                     # this table, on data/default (3 seeds)",
+        reproduce_command(summary.get("command")) + "   # this table",
         "COMPARE_STEPS=2000 make compare ARGS=\"micro_batch=32 ctx_len=512\"",
         "python -m pipeline.compare_report " + f"{cfg['out_dir']}/{cfg['run_prefix']}-results.json"
         + "   # redraw from the saved numbers",
@@ -266,6 +266,14 @@ def results_markdown(summary: dict, plot: Path, results: Path) -> str:
         "",
     ]
     return "\n".join(text)
+
+
+def reproduce_command(command: dict | None) -> str:
+    """The `make compare` line that gives the table, with the arguments the run was given."""
+    command = command or {}
+    args = ([f"--config {command['config']}"] if command.get("config") else []) + list(command.get("overrides") or [])
+    line = (f"COMPARE_STEPS={command['steps_env']} " if command.get("steps_env") else "") + "make compare"
+    return line + (f' ARGS="{" ".join(args)}"' if args else "")
 
 
 def write_results(summary: dict, results: Path, plot: Path) -> Path:

@@ -63,3 +63,13 @@ def test_single_seed_keeps_one_run_per_arch_and_its_names():
     assert "train.seed=6" in compare.train_args(several, "finch", 6)
     row = aggregate([run("finch", 1, 3.5)], ["finch"])[0]
     assert row["val_loss"] == 3.5 and row["val_loss_std"] == 0.0 and "curve_band" not in row
+
+
+def test_reproduce_line_repeats_the_arguments_given():
+    from pipeline.compare_report import reproduce_command
+
+    assert reproduce_command(None) == "make compare"
+    assert reproduce_command({"config": None, "overrides": ["steps=40", "seeds=2"], "steps_env": None}) \
+        == 'make compare ARGS="steps=40 seeds=2"'
+    assert reproduce_command({"config": "c.yaml", "overrides": [], "steps_env": "9"}) \
+        == 'COMPARE_STEPS=9 make compare ARGS="--config c.yaml"'
