@@ -19,19 +19,31 @@ import triton.language as tl
 
 from ..triton_runtime import interpreting
 
-# Triton 3.9's interpreter multiplies bf16 operands wrongly; it gets bf16-rounded fp32 instead.
+# The interpreter multiplies exactly in fp32 (and Triton 3.9's gets bf16 operands wrong), so
+# there the operands are rounded as the tensor cores would round them, and CI sees GPU precision.
 INTERPRETED = tl.constexpr(interpreting())
+
+
+@triton.jit
+def _tf32(x):
+    """x rounded to tf32's 10-bit mantissa (to nearest), as fp32."""
+    bits = x.to(tl.int32, bitcast=True)
+    return ((bits + 0x1000) & -8192).to(tl.float32, bitcast=True)
 
 
 @triton.jit
 def mm(a, b, PREC: tl.constexpr):
     """a @ b with fp32 accumulation: bf16 operands for PREC="bf16", else fp32 ones at PREC."""
-    if PREC == "bf16":
-        if INTERPRETED:
+    if INTERPRETED:
+        if PREC == "bf16":
             return tl.dot(a.to(tl.bfloat16).to(tl.float32), b.to(tl.bfloat16).to(tl.float32),
                           input_precision="ieee")
+        elif PREC == "tf32":
+            return tl.dot(_tf32(a), _tf32(b), input_precision="ieee")
         else:
-            return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+            return tl.dot(a, b, input_precision=PREC)
+    elif PREC == "bf16":
+        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
     else:
         return tl.dot(a, b, input_precision=PREC)
 
@@ -47,17 +59,9 @@ def tile_log_decays(w, valid):
     return b_ex, a_in, a_rev, a_tot
 
 
-@triton.jit
-def _row(ptrs, s, n_valid, cols):
-    """Row s of a tile, `ptrs` pointing at its columns (fp32; zeros past the sequence end)."""
-    return tl.load(ptrs, mask=cols * 0 + s < n_valid, other=0.0).to(tl.float32)
-
-
-@triton.jit
-def _log_decay_row(w_rows, row_stride, s, n_valid, cols):
-    """-exp(w) of row s; 0 (no decay) past the sequence end."""
-    w = tl.load(w_rows + s * row_stride, mask=cols * 0 + s < n_valid, other=float("-inf"))
-    return -tl.exp(w.to(tl.float32))
+# The loops below load their rows inline and step pointers by addition: the CPU interpreter pays
+# about a third of a millisecond per call of a jitted helper and more per checked integer
+# product. A row's log-decay is always -exp(load(w, other=-inf)), so running sums agree bitwise.
 
 
 @triton.jit
@@ -69,27 +73,32 @@ def running_log_decays(w, valid, w_rows, row_stride, n_valid, cols, BC: tl.const
     b_ex = tl.zeros_like(w)
     a_in = tl.zeros_like(w)
     run = tl.zeros_like(cols).to(tl.float32)
+    n_rows = tl.zeros_like(cols) + n_valid
     for s in range(BC):
         b_ex = tl.where(idx == s, run[None, :], b_ex)
-        run += _log_decay_row(w_rows, row_stride, s, n_valid, cols)
+        run += -tl.exp(tl.load(w_rows, mask=n_rows > s, other=float("-inf")).to(tl.float32))
         a_in = tl.where(idx == s, run[None, :], a_in)
+        w_rows += row_stride
     ld = tl.where(valid, -tl.exp(w), 0.0)
     a_rev = tl.cumsum(ld, 0, reverse=True) - ld
     return b_ex, a_in, a_rev, run
 
 
 @triton.jit
-def intra_scores(r, k, b_ex, w_rows, row_stride, n_valid, cols, BC: tl.constexpr):
+def intra_scores(r, k_rows, b_ex, w_rows, row_stride, n_valid, cols, BC: tl.constexpr):
     """P[t, s] = sum_c r[t,c] k[s,c] exp(b_ex[t,c] - a_in[s,c]) for s < t, else 0 ([BC, BC]).
-    Row s of k is loaded from `k`'s memory rows; w_rows point at the tile's first row of w."""
+    k_rows / w_rows point at the columns of the tile's first row in memory."""
     idx = tl.arange(0, BC)
     p = tl.zeros((BC, BC), dtype=tl.float32)
     a_s = tl.zeros_like(cols).to(tl.float32)
+    n_rows = tl.zeros_like(cols) + n_valid
     for s in range(BC - 1):  # the last key has no later query
-        a_s += _log_decay_row(w_rows, row_stride, s, n_valid, cols)
-        k_s = _row(k + s * row_stride, s, n_valid, cols)
+        a_s += -tl.exp(tl.load(w_rows, mask=n_rows > s, other=float("-inf")).to(tl.float32))
+        k_s = tl.load(k_rows, mask=n_rows > s, other=0.0).to(tl.float32)
         col = tl.sum(r * k_s[None, :] * tl.exp(tl.minimum(b_ex - a_s[None, :], 0.0)), 1)
         p = tl.where((idx[None, :] == s) & (idx[:, None] > s), col[:, None], p)
+        w_rows += row_stride
+        k_rows += row_stride
     return p
 
 
@@ -100,12 +109,17 @@ def intra_query_grads(dy, b_ex, k_rows, w_rows, kw_stride, v_rows, v_stride, n_v
     idx = tl.arange(0, BC)
     acc = tl.zeros_like(b_ex)
     a_s = tl.zeros_like(cols).to(tl.float32)
+    n_rows = tl.zeros_like(cols) + n_valid
+    n_v_rows = tl.zeros_like(v_cols) + n_valid
     for s in range(BC - 1):
-        a_s += _log_decay_row(w_rows, kw_stride, s, n_valid, cols)
-        k_s = _row(k_rows + s * kw_stride, s, n_valid, cols)
-        d_s = tl.sum(dy * _row(v_rows + s * v_stride, s, n_valid, v_cols)[None, :], 1)
-        d_s = tl.where(idx > s, d_s, 0.0)
+        a_s += -tl.exp(tl.load(w_rows, mask=n_rows > s, other=float("-inf")).to(tl.float32))
+        k_s = tl.load(k_rows, mask=n_rows > s, other=0.0).to(tl.float32)
+        v_s = tl.load(v_rows, mask=n_v_rows > s, other=0.0).to(tl.float32)
+        d_s = tl.where(idx > s, tl.sum(dy * v_s[None, :], 1), 0.0)
         acc += d_s[:, None] * k_s[None, :] * tl.exp(tl.minimum(b_ex - a_s[None, :], 0.0))
+        w_rows += kw_stride
+        k_rows += kw_stride
+        v_rows += v_stride
     return acc
 
 
@@ -116,11 +130,16 @@ def intra_key_grads(v, a_in, r_rows, w_rows, kw_stride, dy_rows, v_stride, n_val
     idx = tl.arange(0, BC)
     acc = tl.zeros_like(a_in)
     b_t = tl.zeros_like(cols).to(tl.float32)  # b_ex of row t: the decay of the rows before it
+    n_rows = tl.zeros_like(cols) + n_valid
+    n_v_rows = tl.zeros_like(v_cols) + n_valid
     for t in range(1, BC):  # the first query has no earlier key
-        b_t += _log_decay_row(w_rows, kw_stride, t - 1, n_valid, cols)
-        r_t = _row(r_rows + t * kw_stride, t, n_valid, cols)
-        d_t = tl.sum(v * _row(dy_rows + t * v_stride, t, n_valid, v_cols)[None, :], 1)
-        d_t = tl.where(idx < t, d_t, 0.0)
+        b_t += -tl.exp(tl.load(w_rows, mask=n_rows > t - 1, other=float("-inf")).to(tl.float32))
+        r_rows += kw_stride
+        dy_rows += v_stride
+        w_rows += kw_stride
+        r_t = tl.load(r_rows, mask=n_rows > t, other=0.0).to(tl.float32)
+        dy_t = tl.load(dy_rows, mask=n_v_rows > t, other=0.0).to(tl.float32)
+        d_t = tl.where(idx < t, tl.sum(v * dy_t[None, :], 1), 0.0)
         acc += d_t[:, None] * r_t[None, :] * tl.exp(tl.minimum(b_t[None, :] - a_in, 0.0))
     return acc
 
