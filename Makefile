@@ -8,6 +8,7 @@ CONFIG ?=
 ARGS ?=
 NPROC ?= 1
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 2
 MLFLOW_PORT ?= 5000
 COMPARE_STEPS ?=
 SYSTEM_SITE ?=
@@ -40,8 +41,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
-test: setup  ## the whole test suite (Triton interpreted where there is no CUDA device)
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: setup  ## the whole test suite (Triton interpreted where there is no CUDA device; TEST_WORKERS=2 processes)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 data: setup  ## build data/default from the Python standard library (ARGS="key=value ...")
 	$(LITERAL) $(PY) -m data_prep $(ARGS)

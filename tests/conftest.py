@@ -12,7 +12,16 @@ if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
 
 
+# modules whose tests share the session's reference runs below: one xdist worker runs them all
+SHARED_RUNS = {"test_pipeline_train.py", "test_launch_train.py", "test_pipeline_freeze.py"}
+
+
 def pytest_collection_modifyitems(config, items):
+    # under `pytest -n N --dist loadgroup` (make test) a module stays on one worker, so its
+    # module-scoped fixtures (trained runs, data dirs) are built once
+    for item in items:
+        module = item.path.name
+        item.add_marker(pytest.mark.xdist_group("shared-runs" if module in SHARED_RUNS else module))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU; its CPU twin runs instead")

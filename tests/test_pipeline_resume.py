@@ -107,13 +107,15 @@ def test_torn_newest_checkpoint_falls_back_and_all_torn_is_refused(data, whole):
     assert "step00000006 is unusable" in proc.stderr and "resumed from step00000003" in proc.stdout
     assert losses(data, "torn") == whole(1)
     # every checkpoint torn: starting over would truncate the metrics; it stops instead
-    for tag in checkpointing.complete_tags(ckpts):
+    tags = checkpointing.complete_tags(ckpts)
+    assert tags == ["step00000003", "step00000006", "step00000009", "step00000010"]
+    for tag in tags:
         for optim in (ckpts / tag).glob("*optim_states.pt"):
             optim.write_bytes(optim.read_bytes()[:100])
     before = (data / "runs" / "torn" / "metrics.jsonl").read_bytes()
     proc = run_train(data, "train.run_name=torn", *STEPS[1:], "train.max_steps=12", check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert "none of the 3 complete checkpoint(s)" in proc.stderr and "train.resume=never" in proc.stderr
+    assert "none of the 4 complete checkpoint(s)" in proc.stderr and "train.resume=never" in proc.stderr
     assert (data / "runs" / "torn" / "metrics.jsonl").read_bytes() == before
 
 
