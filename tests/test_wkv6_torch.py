@@ -50,6 +50,24 @@ def test_strong_and_weak_decays_stay_finite_and_exact(w_shift):
         torch.testing.assert_close(a, b_)
 
 
+@pytest.mark.parametrize("w_scale", [8.0, 40.0])
+def test_wildly_mixed_decays_in_fp32_match_the_fp64_loop(w_scale):
+    """Per-token log-decays from -1e-4 to -inf (w up to +100) inside one chunk: each window of
+    decays is summed on its own, never as a difference of two large cumulative sums, so a
+    state wiped by a huge decay leaves the later tokens exact even in fp32."""
+    r, k, v, w, u, state = [x.detach() for x in inputs(2, 40, 2, 8, 8, w_scale=w_scale)]
+    w[:, 5] = 100.0  # exp(w) overflows fp32: a decay of exactly zero
+    y64, s64 = wkv6_naive(r, k, v, w, u, state)
+    y32, s32 = wkv6_chunked(*(x.float() for x in (r, k, v, w, u, state)))
+    assert torch.isfinite(y32).all()
+    torch.testing.assert_close(y32.double(), y64, atol=5e-5, rtol=1e-4)
+    torch.testing.assert_close(s32.double(), s64, atol=5e-5, rtol=1e-4)
+    w32 = w.float().requires_grad_()
+    out, _ = wkv6_chunked(r.float(), k.float(), v.float(), w32, u.float(), state.float())
+    out.sum().backward()
+    assert torch.isfinite(w32.grad).all()
+
+
 @pytest.mark.parametrize("split", [1, 9, 16, 30])
 def test_two_halves_with_carried_state_equal_whole(split):
     r, k, v, w, u, s = [x.detach() for x in inputs(2, 45, 2, 8, 8)]
