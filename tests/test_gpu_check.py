@@ -117,3 +117,11 @@ def test_train_command_is_the_l24_gpu_config_on_one_gpu(tmp_path):
     assert cmd[cmd.index("--config") + 1].endswith("configs/train/L24-D2048-gpu.yaml")
     assert {"train.max_steps=20", "train.global_batch=0", "train.grad_accum=1",
             "model.vocab_size=65536", "tracking.enabled=false"} <= set(cmd)
+
+
+def test_train_part_data_helper_keeps_its_signature():
+    """The training part builds its synthetic data with the tests' helper; a rename breaks it."""
+    import inspect
+
+    from pipeline_helpers import make_data_dir
+    assert {"docs_per_shard", "val_docs"} <= set(inspect.signature(make_data_dir).parameters)

@@ -102,13 +102,18 @@ class LaunchPlan:
     def _base(self) -> dict:
         return dict(K=self.k, V=self.v, C=self.chunk)
 
+    def _state_warps(self) -> int:
+        if self.exact_dots:
+            return _warps(self.chunk * max(self.state_bk, self.state_bv))
+        # 2, 4, 8 warps for 16x16, 32x32, 64x64 blocks: the others leave ptxas a stack frame
+        return max(2, min(8, self.state_bk * self.state_bv // 256))
+
     def state_pass(self, batch: int, **flags):
         """(grid, constexprs) of chunk_states_fwd (flag HAS_S0) / chunk_state_grads_bwd
         (flag HAS_DFINAL)."""
         grid = (self.k // self.state_bk, self.v // self.state_bv, batch * self.h)
         return grid, dict(self._base(), BK=self.state_bk, BV=self.state_bv, PREC=self.prec,
-                          num_warps=_warps(self.chunk * max(self.state_bk, self.state_bv)),
-                          **flags)
+                          num_warps=self._state_warps(), **flags)
 
     def full_k(self, batch: int, t: int, has_u: bool):
         """(grid, constexprs) of chunk_outputs_fwd and chunk_value_grads_bwd."""
