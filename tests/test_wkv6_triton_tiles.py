@@ -65,7 +65,7 @@ def test_several_tiles_per_head_match_float64_recurrence(kk, bonus, with_state, 
 
 def test_bf16_several_tiles_per_head(grids):
     args = make_inputs(2, 20, 2, 64, 64, bonus=True, dtype=torch.bfloat16, seed=3)
-    compare(args, tol=3e-2, chunk=16, ref_fn=recurrence64, tiles=SMALL)
+    compare(args, tol=1.5e-2, chunk=16, ref_fn=recurrence64, tiles=SMALL)  # dw: 5% with bf16 dr/dk
     assert_tiled(grids, 64)
 
 

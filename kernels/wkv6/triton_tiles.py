@@ -19,16 +19,17 @@ import triton.language as tl
 
 from ..triton_runtime import interpreting
 
-# The interpreter multiplies exactly in fp32 (and Triton 3.9's gets bf16 operands wrong), so
-# there the operands are rounded as the tensor cores would round them, and CI sees GPU precision.
+# The interpreter multiplies exactly in fp32 (Triton 3.9's gets bf16 operands wrong, and rounds
+# fp32 to bf16 by truncation), so there the operands are rounded to nearest as the tensor cores
+# round them, and CI sees the precision a GPU gives.
 INTERPRETED = tl.constexpr(interpreting())
 
 
 @triton.jit
-def _tf32(x):
-    """x rounded to tf32's 10-bit mantissa (to nearest), as fp32."""
+def _rounded(x, HALF_ULP: tl.constexpr, MASK: tl.constexpr):
+    """x with its mantissa cut to the bits MASK keeps, rounded to nearest, as fp32."""
     bits = x.to(tl.int32, bitcast=True)
-    return ((bits + 0x1000) & -8192).to(tl.float32, bitcast=True)
+    return ((bits + HALF_ULP) & MASK).to(tl.float32, bitcast=True)
 
 
 @triton.jit
@@ -36,10 +37,11 @@ def mm(a, b, PREC: tl.constexpr):
     """a @ b with fp32 accumulation: bf16 operands for PREC="bf16", else fp32 ones at PREC."""
     if INTERPRETED:
         if PREC == "bf16":
-            return tl.dot(a.to(tl.bfloat16).to(tl.float32), b.to(tl.bfloat16).to(tl.float32),
+            return tl.dot(_rounded(a, 0x8000, -65536), _rounded(b, 0x8000, -65536),
                           input_precision="ieee")
         elif PREC == "tf32":
-            return tl.dot(_tf32(a), _tf32(b), input_precision="ieee")
+            return tl.dot(_rounded(a, 0x1000, -8192), _rounded(b, 0x1000, -8192),
+                          input_precision="ieee")
         else:
             return tl.dot(a, b, input_precision=PREC)
     elif PREC == "bf16":
