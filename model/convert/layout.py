@@ -14,12 +14,13 @@ from typing import Callable
 import torch
 
 from ..config import ModelConfig
+from ..mixers import time_mixer
 
 Shape = tuple[int, ...]
 
-# slot order of the reference's ddlerp LoRA (the order it unbinds the amounts in)
+# slot order of the reference's ddlerp LoRA (the order it unbinds the amounts in); ours is each
+# registered mixer's `slots`
 REF_SLOTS = {"finch": ("w", "k", "v", "r", "g"), "finch_c2": ("r", "k", "v", "w", "v2")}
-OUR_SLOTS = {"finch": ("r", "k", "v", "w", "g"), "finch_c2": ("r", "k", "v", "w", "v2")}
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ class _Builder:
 
 def _finch_att(b: _Builder, ours: str, ref: str, mixer: str) -> None:
     a = b.cfg.att_width
-    b.ddlerp(f"{ours}.mix", ref, REF_SLOTS[mixer], OUR_SLOTS[mixer], b_first=mixer == "finch_c2")
+    b.ddlerp(f"{ours}.mix", ref, REF_SLOTS[mixer], time_mixer(mixer).slots, b_first=mixer == "finch_c2")
     b.same(f"{ours}.decay_base", f"{ref}.time_decay", (1, 1, a))
     b.same(f"{ours}.decay_lora.a", f"{ref}.time_decay_w1")
     b.same(f"{ours}.decay_lora.b", f"{ref}.time_decay_w2")
