@@ -40,7 +40,7 @@ PARTS = {
     "wkv6_speed": (50, ("triton",), "WKV6 fwd+bwd B=8 T=4096 H=32 K=V=64 bf16: Triton vs torch "
                                     "chunked, u=0 and u!=0"),
     "fused_ce": (30, ("triton",), "fused linear+CE vs plain: peak memory at vocab 65,536"),
-    "train_l24": (140, ("deepspeed", "omegaconf", "webdataset"),
+    "train_l24": (180, ("deepspeed", "omegaconf", "webdataset"),
                   "20 steps of L24-D2048 ctx 4096 bf16 ZeRO-1: tokens/s and MFU"),
     # last, and free to use whatever the budget has left: fla autotunes for minutes at first call
     "wkv6_fla": (300, ("fla",), "flash-linear-attention chunk_rwkv6 at the wkv6_speed size "
