@@ -150,7 +150,7 @@ def test_non_finite_steps_are_skipped_and_counted(data, stage):
     assert [r["step"] for r in rows] == list(range(1, 9))
     assert rows[3]["loss"] is None and rows[4]["loss"] is None
     assert [r["skipped_steps"] for r in rows] == [0, 0, 0, 1, 2, 2, 2, 2]
-    assert rows[3]["grad_norm"] is None and rows[5]["grad_norm"] > 0
+    assert rows[3]["grad_norm"] is None and rows[5]["grad_norm"] is not None
     # the NaN gradients never reached the weights: training stays finite and goes on learning
     assert all(r["loss"] is not None for r in rows[5:]) and rows[-1]["loss"] < rows[0]["loss"]
 
