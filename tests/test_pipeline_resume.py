@@ -39,6 +39,12 @@ def whole(data):
     return get
 
 
+@pytest.fixture(scope="module")
+def whole2r(data):
+    """The uninterrupted 2-rank ZeRO-2 run (run name whole2r), once for the module."""
+    run_train(data, "train.run_name=whole2r", "train.zero_stage=2", *STEPS, nproc=2)
+
+
 def losses(tmp_path, run):
     return [(r["step"], r["loss"]) for r in metrics(tmp_path, run)]
 
@@ -53,10 +59,9 @@ def mlflow_history(tmp_path, run, key="loss"):
 
 
 @pytest.mark.slow
-def test_two_rank_zero2_resumes_exactly_after_kills_and_keeps_one_mlflow_run(data):
+def test_two_rank_zero2_resumes_exactly_after_kills_and_keeps_one_mlflow_run(data, whole2r):
     two = dict(nproc=2)
     args = ["train.zero_stage=2", "tracking.enabled=true", *STEPS]
-    run_train(data, "train.run_name=whole2r", "train.zero_stage=2", *STEPS, **two)
     for fault in ("kill_after_step:5", "kill_in_save:6:1"):
         proc = run_train(data, "train.run_name=cut2r", *args, check=False,
                          env={"GOLDFINCH_FAULTS": fault}, **two)
@@ -200,13 +205,12 @@ def test_unreachable_tracking_server_warns_once_and_training_completes(data):
 
 
 @pytest.mark.slow
-def test_resuming_with_another_world_size_is_refused(data):
-    run_train(data, "train.run_name=w2", "train.zero_stage=2", "train.max_steps=3", "train.export=false",
-              nproc=2)
-    before = (data / "runs" / "w2" / "metrics.jsonl").read_text()
-    proc = run_train(data, "train.run_name=w2", "train.zero_stage=2", "train.max_steps=6",
-                     "train.export=false", check=False)
+def test_resuming_with_another_world_size_is_refused(data, whole2r):
+    run = data / "runs" / "whole2r"
+    before = (run / "metrics.jsonl").read_text()
+    proc = run_train(data, "train.run_name=whole2r", "train.zero_stage=2", *STEPS[1:], "train.max_steps=12",
+                     check=False)
     assert proc.returncode == 1
     assert "saved by 2 ranks, this run has 1" in proc.stderr and "Traceback" not in proc.stderr
-    assert (data / "runs" / "w2" / "metrics.jsonl").read_text() == before
-    assert (data / "runs" / "w2" / "checkpoints" / "latest").read_text().strip() == "step00000003"
+    assert (run / "metrics.jsonl").read_text() == before
+    assert (run / "checkpoints" / "latest").read_text().strip() == "step00000010"
