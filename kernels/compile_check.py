@@ -2,11 +2,13 @@
 architecture, on a machine without a GPU; report registers, spills and shared memory.
 
     python -m kernels.compile_check [--arch 90] [--json] [--head-sizes 16 32 64 128]
-                                    [--dtypes bf16 fp32] [--chunk-sizes 64] [--jobs N]
+                                    [--dtypes bf16 fp32] [--chunk-sizes 64]
+                                    [--lengths 4096 1000 1] [--jobs N]
 
 The launches are not written out here: the real launch code (`kernels.wkv6.triton_autograd`)
-runs with a recorder in place of the launcher, on small CPU tensors of the real dtypes, for every
-combination of bonus u, initial state and final-state gradient, forward and backward. Each
+runs with a recorder in place of the launcher, on CPU tensors of the real dtypes (never touched),
+for every combination of bonus u, initial state and final-state gradient, forward and backward,
+and for each sequence length class Triton tells apart (T a multiple of 16, not, and T = 1). Each
 distinct call is then specialised exactly as Triton's launcher would (its own binder: pointer
 alignment, integer divisibility, constexprs, num_warps) and compiled to a cubin with the ptxas
 in the triton wheel. Registers and spills are read from that cubin with the wheel's
@@ -33,19 +35,22 @@ from pathlib import Path
 # shared memory one block may use (opt-in maximum), bytes
 SHARED_LIMIT = {80: 166912, 86: 101376, 89: 101376, 90: 232448, 100: 232448, 120: 101376}
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
-T_LAUNCH = 1024  # a multiple of 16, as training context lengths are (Triton specialises on it)
+# Triton specialises an integer argument on being 1 and on divisibility by 16: training lengths
+# (a multiple of 16), any other pre-fill length, and one-token decoding compile differently
+LENGTHS = (4096, 1000, 1)
 H_LAUNCH = 4
 
 
-def recorded_launches(k_size: int, v_size: int, dtype_name: str, chunk: int) -> list[dict]:
-    """Every distinct kernel call of the WKV6 forward and backward for this shape and dtype."""
+def recorded_launches(k_size: int, v_size: int, dtype_name: str, chunk: int,
+                      t: int = LENGTHS[0]) -> list[dict]:
+    """Every distinct kernel call of the WKV6 forward and backward for this shape, dtype and T."""
     import torch
 
     from .wkv6 import triton_autograd as ta
     from .wkv6.triton_plan import LaunchPlan
 
     dtype = getattr(torch, DTYPES[dtype_name])
-    b, t, h = 1, T_LAUNCH, H_LAUNCH
+    b, h = 1, H_LAUNCH
     r, k, w = (torch.empty(b, t, h, k_size, dtype=dtype) for _ in range(3))
     v = torch.empty(b, t, h, v_size, dtype=dtype)
     u = torch.empty(h, k_size)
@@ -130,13 +135,13 @@ def compile_one(index: int) -> dict:
     return line
 
 
-def jobs_for(arch: int, head_sizes, dtype_names, chunks) -> list[dict]:
+def jobs_for(arch: int, head_sizes, dtype_names, chunks, lengths=LENGTHS) -> list[dict]:
     jobs = []
-    for dtype_name, size, chunk in itertools.product(dtype_names, head_sizes, chunks):
-        for call in recorded_launches(size, size, dtype_name, chunk):
+    for dtype_name, size, chunk, t in itertools.product(dtype_names, head_sizes, chunks, lengths):
+        for call in recorded_launches(size, size, dtype_name, chunk, t):
             consts = call["consts"]
-            variant = " ".join(f"{k}={v}" for k, v in sorted(consts.items())
-                               if k not in ("K", "V", "C"))
+            variant = " ".join([f"T={t}"] + [f"{k}={v}" for k, v in sorted(consts.items())
+                                             if k not in ("K", "V", "C")])
             jobs.append(dict(arch=arch, fn=call["kernel"], args=call["args"], consts=consts,
                              kernel=call["kernel"].__name__, head_size=size, value_size=size,
                              dtype=dtype_name, chunk=chunk, variant=variant))
@@ -159,7 +164,7 @@ def _ce_job(arch: int, dtype_name: str) -> dict:
                 variant=" ".join(f"{k}={v}" for k, v in sorted(consts.items())))
 
 
-def run(arch: int, head_sizes, dtype_names, chunks, workers: int, as_json: bool) -> int:
+def run(arch: int, head_sizes, dtype_names, chunks, lengths, workers: int, as_json: bool) -> int:
     from .triton_runtime import is_interpreted
     from .wkv6.triton_fwd import chunk_states_fwd
 
@@ -167,7 +172,7 @@ def run(arch: int, head_sizes, dtype_names, chunks, workers: int, as_json: bool)
         print("kernels.compile_check: kernels were decorated for the interpreter: unset "
               "TRITON_INTERPRET and rerun", file=sys.stderr)
         return 2
-    _JOBS[:] = jobs_for(arch, head_sizes, dtype_names, chunks)
+    _JOBS[:] = jobs_for(arch, head_sizes, dtype_names, chunks, lengths)
     failed = 0
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as pool:
         for line in pool.map(compile_one, range(len(_JOBS))):
@@ -190,10 +195,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["bf16", "fp32"])
     parser.add_argument("--chunk-sizes", type=int, nargs="+", default=[64],
                         help="WKV6 chunk sizes (the trainer launches 64)")
+    parser.add_argument("--lengths", type=int, nargs="+", default=list(LENGTHS),
+                        help="sequence lengths T: a multiple of 16, another, and 1 (decoding)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel compiles")
     parser.add_argument("--json", action="store_true", help="one JSON object per variant")
     args = parser.parse_args(argv)
-    return run(args.arch, args.head_sizes, args.dtypes, args.chunk_sizes, args.jobs, args.json)
+    return run(args.arch, args.head_sizes, args.dtypes, args.chunk_sizes, args.lengths, args.jobs,
+               args.json)
 
 
 if __name__ == "__main__":

@@ -128,7 +128,12 @@ class LaunchPlan:
         grid = (self.k // self.full_v_bk, self.n_chunks(t), batch * self.h)
         return grid, dict(self._base(), BC=SUB_CHUNK, BK=self.full_v_bk,
                           PREC="ieee" if self.exact_dots else "tf32",
-                          num_warps=_warps(self.full_v_bk * self.v))
+                          num_warps=self._full_v_warps())
+
+    def _full_v_warps(self) -> int:
+        if not self.exact_dots and self.full_v_bk * self.v >= 32 * 32:
+            return 8  # 4 warps spill at K = 32 for one-token (T = 1) launches
+        return _warps(self.full_v_bk * self.v)
 
     def decay(self, batch: int, t: int, has_u: bool):
         """(grid, constexprs) of decay_bonus_grads_bwd."""
