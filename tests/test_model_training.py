@@ -167,9 +167,11 @@ def test_training_keeps_keys_at_full_precision(arch):
 
 @pytest.mark.parametrize("arch", ["goldfinch", "finch"])
 def test_triton_wkv6_backend_gives_the_same_model_outputs_and_gradients(arch, monkeypatch):
-    """The model picks the WKV6 backend up transparently (Triton here under TRITON_INTERPRET)."""
-    model = tiny_model(arch, n_layer=3)
-    idx = torch.randint(0, VOCAB, (2, 11))
+    """The model picks the WKV6 backend up transparently: Triton compiled on a GPU, interpreted
+    (TRITON_INTERPRET) on a machine without one."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = tiny_model(arch, n_layer=3).to(device)
+    idx = torch.randint(0, VOCAB, (2, 11), device=device)
     grads = {}
     for backend in ("torch", "triton"):
         monkeypatch.setenv("GOLDFINCH_WKV_BACKEND", backend)
