@@ -123,3 +123,7 @@ def epoch_seconds(data, args) -> float:
     while stream.epoch == 0:
         stream.next_batch(args.micro_batch)
     return time.perf_counter() - t0
+
+
+if __name__ == "__main__":
+    main()
