@@ -15,7 +15,6 @@ import inspect
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from gpu_check_parts import median_ms  # noqa: E402  (one timer for both GPU benchmarks)
 import _repo_path  # noqa: E402,F401  (first: the `kernels` package, not this file)
 from kernels import fused_linear_cross_entropy, wkv6  # noqa: E402
 
@@ -31,25 +31,6 @@ def wkv6_flops(b: int, t: int, h: int, kk: int, vv: int) -> float:
     """Nominal fwd+bwd FLOPs: the recurrence's 4*K*V per token and head (state update + read),
     with the backward counted as twice the forward."""
     return 3 * 4 * b * t * h * kk * vv
-
-
-def timed(fn, repeats: int, device: str) -> float:
-    """Median seconds of fn() after one warm-up call (CUDA events on GPU)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end) / 1000)
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def wkv6_inputs(b, t, h, kk, dtype, device, bonus):
@@ -105,7 +86,7 @@ def bench_wkv6(device: str, repeats: int) -> None:
         base = None
         for name, fn in contenders.items():
             try:
-                sec = timed(fwd_bwd(fn, args), repeats, device)
+                sec = median_ms(fwd_bwd(fn, args), repeats, device, warm=1) / 1e3
             except Exception as err:  # a contender that cannot run here is reported, not fatal
                 print(f"  {name:>16}  u={'yes' if bonus else 'no ':3}  failed: "
                       f"{type(err).__name__}: {err}")
