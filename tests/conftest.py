@@ -74,3 +74,21 @@ def plain_run(shared_data):
             done[stage] = [r["loss"] for r in metrics(shared_data, f"plain-z{stage}")]
         return done[stage]
     return get
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """An S3 API server (moto) on 127.0.0.1 for this test process; see tests/s3_server.py."""
+    from s3_server import s3_server
+
+    with s3_server() as url:
+        yield url
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint, monkeypatch):
+    """A fresh bucket on the loopback S3 server, with the environment pointing at it: `s3://<name>`."""
+    from s3_server import apply_environment, new_bucket
+
+    apply_environment(monkeypatch, s3_endpoint)
+    return f"s3://{new_bucket(s3_endpoint)}"
