@@ -18,7 +18,7 @@ from collections import Counter, deque
 from pathlib import Path
 
 from . import manifest as manifest_file
-from . import atomic, output_dir, tokenizer
+from . import atomic, output_dir, text_codec, tokenizer
 from .config import DataConfig, recorded
 from .errors import UserError
 from .readers import Skipped, read_documents
@@ -51,39 +51,35 @@ def _skip_summary(counts: Counter) -> str:
     return ", ".join(f"{reason}={n}" for reason, n in sorted(counts.items())) or "none"
 
 
-def obtain_tokenizer(cfg: DataConfig, out: Path, plan: Plan) -> str:
-    """The tokenizer.json text for this output: given, already there, or trained on a sample."""
-    target = out / "tokenizer.json"
+def obtain_codec(cfg: DataConfig, out: Path, plan: Plan) -> text_codec.Codec:
+    """The tokenizer for this output: given (a tokenizer.json or rwkv-world), already there, or a
+    BPE trained on a sample. Its file is written into the output dir."""
     if cfg.tokenizer:
-        data = tokenizer.read_tokenizer_file(cfg.tokenizer)
-        text = data.decode("utf-8", "replace")
-        tokenizer.check_tokenizer_json(text, cfg.tokenizer)
-        output_dir.check_tokenizer(out, tokenizer.sha256_hex(data), cfg.tokenizer)
-        if not target.is_file():
-            atomic.write_bytes(target, data)
-        return text
-    if target.is_file():
-        text = target.read_text(encoding="utf-8")
-        tokenizer.check_tokenizer_json(text, str(target))
-        return text
-    sample = tokenizer_sample(plan, cfg.tokenizer_sample_bytes, cfg.seed)
-    cut = dict((ref.source, take) for ref, take in sample)
-    texts = (text[:cut[ref.source]] for ref, text in
-             read_documents([ref for ref, _ in sample], cfg.text_field, cfg.on_invalid_utf8))
-    text = tokenizer.train_tokenizer(texts, cfg.vocab_size)
-    atomic.write_bytes(target, text.encode("utf-8"))
-    return text
+        codec = text_codec.resolve(cfg.tokenizer)
+        output_dir.check_tokenizer(out, codec.sha256, cfg.tokenizer)
+    elif (out / "tokenizer.json").is_file():
+        codec = text_codec.BpeCodec((out / "tokenizer.json").read_text(encoding="utf-8"),
+                                    str(out / "tokenizer.json"))
+    else:
+        sample = tokenizer_sample(plan, cfg.tokenizer_sample_bytes, cfg.seed)
+        cut = dict((ref.source, take) for ref, take in sample)
+        texts = (text[:cut[ref.source]] for ref, text in
+                 read_documents([ref for ref, _ in sample], cfg.text_field, cfg.on_invalid_utf8))
+        codec = text_codec.BpeCodec(tokenizer.train_tokenizer(texts, cfg.vocab_size))
+    if not (out / codec.file).is_file():
+        atomic.write_bytes(out / codec.file, codec.file_bytes())
+    return codec
 
 
 class Builder:
     """Hands out shards to whoever builds them, gathers done-records, drives the progress bar."""
 
-    def __init__(self, plan: Plan, job: ShardJob, tokenizer_json: str, progress: bool | None):
+    def __init__(self, plan: Plan, job: ShardJob, codec: text_codec.CodecSpec, progress: bool | None):
         from tqdm import tqdm
 
         # biggest first, so the last shards to finish are small ones
         self.queue = deque(sorted(plan.shards, key=lambda s: (-s.nbytes, s.name)))
-        self.job, self.tokenizer_json = job, tokenizer_json
+        self.job, self.codec = job, codec
         self.records: dict[str, dict] = {}
         self.lock = threading.Lock()
         self.kill_after = int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
@@ -128,13 +124,13 @@ class Builder:
             shard = self.take()
             if shard is None:
                 return
-            self.done(write_shard(shard, self.job, self.tokenizer_json))
+            self.done(write_shard(shard, self.job, self.codec))
 
 
-def _ray_task(shard: ShardSpec, job: ShardJob, tokenizer_json: str) -> dict:
+def _ray_task(shard: ShardSpec, job: ShardJob, codec: text_codec.CodecSpec) -> dict:
     """One shard in a Ray worker; the tokenizer uses the one CPU the task was given."""
     os.environ.setdefault("RAYON_NUM_THREADS", "1")
-    return write_shard(shard, job, tokenizer_json)
+    return write_shard(shard, job, codec)
 
 
 def _start_ray(cfg: DataConfig) -> bool:
@@ -186,7 +182,7 @@ def build_with_ray(cfg: DataConfig, builder: Builder) -> None:
         rest = builder.take_all()
         if rest:
             remote = ray.remote(num_cpus=1, max_retries=2)(_ray_task)
-            tok_ref = ray.put(builder.tokenizer_json)
+            tok_ref = ray.put(builder.codec)
             pending = [remote.remote(shard, builder.job, tok_ref) for shard in rest]
             while pending:
                 ready, pending = ray.wait(pending, num_returns=1)
@@ -221,11 +217,11 @@ def run(cfg: DataConfig, progress: bool | None = None) -> dict:
     output_dir.check_input(out, record, plan.input_digest)
     if record is None:
         output_dir.write_run_record(out, config, plan.input_digest)
-    tokenizer_json = obtain_tokenizer(cfg, out, plan)
-    info = tokenizer.describe(tokenizer_json)
-    job = ShardJob(str(out.resolve()), info["sha256"], cfg.text_field, cfg.on_invalid_utf8)
+    codec = obtain_codec(cfg, out, plan)
+    info = text_codec.describe(codec)
+    job = ShardJob(str(out.resolve()), codec.sha256, cfg.text_field, cfg.on_invalid_utf8)
     output_dir.remove_stale_shards(out, {s.name for s in plan.shards})
-    builder = Builder(plan, job, tokenizer_json, progress)
+    builder = Builder(plan, job, text_codec.spec_of(codec), progress)
     try:
         builder.keep_verified()
         if cfg.executor == "local" or not builder.queue:

@@ -17,7 +17,7 @@ from .writer import STATE_DIR
 
 RUN_RECORD = "run.json"
 SHARD_NAME = re.compile(r"^(train|val)-\d{6}\.tar$")
-OWN_FILES = ("tokenizer.json", "manifest.json")
+OWN_FILES = ("tokenizer.json", "rwkv_vocab_v20230424.txt", "manifest.json")
 HINT = "pass data.overwrite=true to rebuild it, or choose another data.output"
 
 
@@ -79,10 +79,13 @@ def write_run_record(out: Path, config: dict, input_digest: str) -> None:
 
 def check_tokenizer(out: Path, given_sha: str, given_path: str) -> None:
     """A given tokenizer must be the one an existing output was built with."""
+    from .text_codec import FILES
     from .tokenizer import sha256_hex
 
-    existing = out / "tokenizer.json"
-    if existing.is_file():
+    for name in FILES.values():
+        existing = out / name
+        if not existing.is_file():
+            continue
         have = sha256_hex(existing.read_bytes())
         if have != given_sha:
             raise UserError(f"data.tokenizer={given_path!r} differs from the tokenizer {out} was built "

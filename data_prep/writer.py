@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic, tokenizer
+from . import atomic, text_codec, tokenizer
 from .readers import read_documents
 from .sharding import ShardSpec
 
@@ -91,21 +91,21 @@ def _batches(shard: ShardSpec, job: ShardJob, limit: int):
         yield batch
 
 
-def write_shard(shard: ShardSpec, job: ShardJob, tokenizer_json: str) -> dict:
+def write_shard(shard: ShardSpec, job: ShardJob, codec_spec: text_codec.CodecSpec) -> dict:
     """Tokenize and write the shard unless a verified copy exists; returns its done-record."""
     output = Path(job.output)
     record = verified_record(output, shard, job.tokenizer_sha)
     if record is not None:
         return {**record, "reused": True}
-    tok = tokenizer.load(tokenizer_json)
-    dtype = tokenizer.token_dtype(tok.get_vocab_size())
+    codec = text_codec.from_spec(codec_spec)
+    dtype = text_codec.token_dtype(codec)
     final = output / shard.name
     tmp = atomic.partial_name(final)
     samples = tokens = 0
     try:
         with open(tmp, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             for batch in _batches(shard, job, tokenizer.BATCH_CHARS):
-                ids = tokenizer.encode_documents(tok, [text for _, _, text in batch], dtype)
+                ids = codec.encode_documents([text for _, _, text in batch], dtype)
                 for (number, ref, _), doc_ids in zip(batch, ids):
                     key = sample_key(number)
                     meta = {"source": ref.source, "bytes": ref.nbytes, "tokens": int(doc_ids.size)}
