@@ -160,6 +160,8 @@ def setup_lines(summary: dict) -> list[str]:
     if source.endswith("(the Python standard library)"):  # not this host's install path
         source = "the `*.py` files of the Python standard library"
     vocab = data.get("tokenizer", {}).get("vocab_size", train.get("vocab_size"))
+    kind = {"rwkv-world": "RWKV World (rwkv_vocab_v20230424)"}.get(data.get("tokenizer", {}).get("kind"),
+                                                                  "Byte-level BPE")
     lines = [f"- **Data**: `{cfg['data']}`, built from {source}."]
     if splits:
         tr, va = splits.get("train", {}), splits.get("val", {})
@@ -167,7 +169,7 @@ def setup_lines(summary: dict) -> list[str]:
                       f"documents; val split {va.get('tokens', 0):,} tokens in "
                       f"{va.get('documents', 0):,} documents.")
     if vocab:
-        lines[-1] += f" Byte-level BPE tokenizer, vocabulary {vocab:,}."
+        lines[-1] += f" {kind} tokenizer, vocabulary {vocab:,}."
     shape = train.get("shape", "")
     lines += [
         f"- **Models**: `{cfg['preset']}` for each arch{shape}; parameter counts "

@@ -163,7 +163,8 @@ class DataDir:
     def open(cls, path: str | Path, verify_shards: bool = True) -> "DataDir":
         """Checks what is cheap at once: the manifest, the tokenizer, and that every listed shard
         exists with the size the manifest recorded. Contents are hashed on first read."""
-        from tokenizers import Tokenizer
+        from data_prep.errors import UserError
+        from data_prep.text_codec import load_codec
 
         path = Path(path)
         if not path.is_dir():
@@ -174,11 +175,10 @@ class DataDir:
             raise FileNotFoundError(f"{manifest_file} is missing: {path} is not a complete data dir "
                                     "(re-run python -m data_prep to finish it)")
         manifest = json.loads(manifest_file.read_text())
-        tokenizer_bytes = (path / "tokenizer.json").read_bytes()
-        tokenizer = Tokenizer.from_str(tokenizer_bytes.decode("utf-8"))
-        eot = tokenizer.token_to_id(EOT)
-        if eot is None:
-            raise ValueError(f"{path / 'tokenizer.json'} has no {EOT} token")
+        try:
+            codec = load_codec(path)
+        except UserError as err:
+            raise ValueError(str(err)) from None
         splits: dict[str, list[Shard]] = {"train": [], "val": []}
         for entry in manifest["shards"]:
             shard = Shard(entry["name"], path / entry["name"], int(entry["samples"]), int(entry["tokens"]),
@@ -190,8 +190,7 @@ class DataDir:
                 raise ShardError(shard.path, f"has {size} bytes, the manifest recorded "
                                              f"{shard.file_bytes} (torn or altered)")
             splits.setdefault(entry["name"].split("-", 1)[0], []).append(shard)
-        return cls(path, manifest, tokenizer.get_vocab_size(), eot, splits,
-                   hashlib.sha256(tokenizer_bytes).hexdigest(), verify_shards)
+        return cls(path, manifest, codec.vocab_size, codec.eot_id, splits, codec.sha256, verify_shards)
 
     def read(self, shard: Shard) -> list[np.ndarray]:
         """A shard's documents, hashed against the manifest the first time this process reads
@@ -215,7 +214,7 @@ class DataDir:
     def check_model(self, vocab_size: int, ctx_len: int, world: int) -> None:
         if vocab_size < self.vocab_size:
             raise ValueError(f"model.vocab_size={vocab_size} is smaller than the tokenizer's "
-                             f"{self.vocab_size} ({self.path / 'tokenizer.json'})")
+                             f"{self.vocab_size} ({self.path}: {self.manifest.get('tokenizer', {}).get('kind', 'bpe')})")
         for split in ("train", "val"):
             shards = self.splits.get(split, [])
             tokens = sum(s.tokens + s.samples for s in shards)  # + one end-of-text per document

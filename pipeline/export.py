@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -33,6 +32,17 @@ def consolidated_state_dict(ckpt_dir: Path, tag: str, zero_stage: int) -> dict[s
     return full
 
 
+def data_dir_of(run_cfg) -> str | None:
+    """The data dir a run's config names: data.path, or the first source of a data.mix (all
+    sources of a mixture share one tokenizer)."""
+    data = run_cfg.data
+    path = data.get("path")
+    if path:
+        return str(path)
+    mix = data.get("mix") or []
+    return str(mix[0]["path"]) if mix else None
+
+
 def export(run_dir: Path, out: Path, step: int | None = None) -> Path:
     ckpt_dir = run_dir / "checkpoints"
     tag = checkpointing.tag_for(step) if step is not None else checkpointing.find_resume_tag(ckpt_dir)
@@ -42,24 +52,34 @@ def export(run_dir: Path, out: Path, step: int | None = None) -> Path:
     model_cfg = ModelConfig(**OmegaConf.to_container(run_cfg.model))
     weights = consolidated_state_dict(ckpt_dir, tag, int(run_cfg.train.zero_stage))
     save_exported(weights, model_cfg, out)
-    copy_tokenizer(ckpt_dir / tag, Path(run_cfg.data.path) / "tokenizer.json", out)
+    copy_tokenizer(ckpt_dir / tag, data_dir_of(run_cfg), out)
     return out
 
 
-def copy_tokenizer(tag_dir: Path, tokenizer: Path, out: Path) -> None:
-    """The export carries the tokenizer its weights were trained with (its sha256 is the export's
-    tokenizer digest, which train.init_from and generate use), when the data dir still has it."""
-    from .run_guard import EXPORT_TOKENIZER, file_sha256, recorded_tokenizer
+def copy_tokenizer(tag_dir: Path, data_dir: str | None, out: Path) -> None:
+    """The export carries the tokenizer file its weights were trained with (tokenizer.json, or the
+    RWKV World vocabulary; its sha256 is the export's tokenizer digest, which train.init_from and
+    generate use), when the data dir still has it."""
+    from data_prep.errors import UserError
+    from data_prep.text_codec import FILES, load_codec
 
-    (out / EXPORT_TOKENIZER).unlink(missing_ok=True)
+    from .run_guard import recorded_tokenizer
+
+    for name in FILES.values():
+        (out / name).unlink(missing_ok=True)
+    try:
+        codec = load_codec(data_dir) if data_dir else None
+    except (UserError, OSError) as err:
+        warnings.warn(f"{err}: the export has no tokenizer file", stacklevel=2)
+        return
     recorded = recorded_tokenizer(tag_dir)
-    if not tokenizer.is_file():
-        warnings.warn(f"{tokenizer} is gone: the export has no tokenizer.json", stacklevel=2)
-    elif recorded is not None and file_sha256(tokenizer) != recorded:
-        warnings.warn(f"{tokenizer} is not the tokenizer {tag_dir} was trained with (sha256 "
-                      f"{recorded[:16]}...): the export has no tokenizer.json", stacklevel=2)
+    if codec is None:
+        warnings.warn("the run names no data dir: the export has no tokenizer file", stacklevel=2)
+    elif recorded is not None and codec.sha256 != recorded:
+        warnings.warn(f"the tokenizer of {data_dir} is not the one {tag_dir} was trained with (sha256 "
+                      f"{recorded[:16]}...): the export has no tokenizer file", stacklevel=2)
     else:
-        shutil.copyfile(tokenizer, out / EXPORT_TOKENIZER)
+        (out / codec.file).write_bytes(codec.file_bytes())
 
 
 def main(argv: list[str] | None = None) -> int:

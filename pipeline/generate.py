@@ -28,8 +28,7 @@ import torch
 from model import LanguageModel, ModelConfig, ModelState
 from model.cache_report import llama_style_bytes_per_token
 
-from .data_loader import EOT
-from .run_loading import add_source_args, check_vocab, load, tokenizer_path
+from .run_loading import add_source_args, check_vocab, load, load_tokenizer
 from .sampling import check_params, next_token
 
 
@@ -113,7 +112,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pipeline.generate",
                                      description=__doc__.splitlines()[0])
     add_source_args(parser, "checkpoint step of --run (default: the latest)")
-    parser.add_argument("--tokenizer", type=Path, help="tokenizer.json (default: the run's data dir's)")
+    parser.add_argument("--tokenizer", help="a tokenizer.json, a data dir, or rwkv-world "
+                        "(default: the export's own, else the run's data dir's)")
     parser.add_argument("--prompt", required=True)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
@@ -124,8 +124,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tokenizers import Tokenizer
-
     args = parse(argv)
     try:
         if not args.prompt:
@@ -134,12 +132,12 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--max-new-tokens={args.max_new_tokens}: must be >= 0")
         check_params(args.temperature, args.top_p)
         loaded = load(args.run, args.model, args.step)
-        tok_path = tokenizer_path(loaded, args.tokenizer)
-        tokenizer = Tokenizer.from_file(str(tok_path))
-        check_vocab(loaded.cfg.vocab_size, tokenizer.get_vocab_size(), tok_path)
-        prompt_ids = tokenizer.encode(args.prompt).ids
+        tokenizer = load_tokenizer(loaded, args.tokenizer)
+        check_vocab(loaded.cfg.vocab_size, tokenizer.vocab_size, loaded.source)
+        prompt_ids = tokenizer.encode(args.prompt)
         if not prompt_ids:
-            raise ValueError(f"--prompt {args.prompt!r} encodes to no tokens with {tok_path}")
+            raise ValueError(f"--prompt {args.prompt!r} encodes to no tokens with the {tokenizer.kind} "
+                             "tokenizer")
     except (FileNotFoundError, ValueError) as err:
         print(f"pipeline.generate: {err}", file=sys.stderr)
         return 2
@@ -150,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
               f"there is untested", file=sys.stderr)
     torch.manual_seed(args.seed)
     out = generate(loaded.model, prompt_ids, args.max_new_tokens, args.temperature, args.top_p,
-                   args.seed, tokenizer.token_to_id(EOT))
+                   args.seed, tokenizer.eot_id)
     text = tokenizer.decode(out.prompt_ids + out.new_ids)
     stats = out.stats(loaded.cfg)
     if args.json:

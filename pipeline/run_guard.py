@@ -24,7 +24,6 @@ IDENTITY_PREFIXES = ("model.", "freeze.")
 IDENTITY_KEYS = ("data.path", "train.seed", "train.shuffle", "train.micro_batch", "train.global_batch",
                  "train.grad_accum", "train.zero_stage", "train.precision")
 TOKENIZER_KEY = "tokenizer_sha256"
-EXPORT_TOKENIZER = "tokenizer.json"
 
 
 def _flatten(tree, prefix: str = "") -> dict:
@@ -105,15 +104,19 @@ def recorded_tokenizer(tag_dir: Path) -> str | None:
 
 def source_tokenizer(path: Path) -> str | None:
     """The tokenizer digest of a train.init_from source, when it records one: a run's newest
-    complete checkpoint, a checkpoint, or an export with its tokenizer.json."""
+    complete checkpoint, a checkpoint, or an export with its tokenizer file."""
     kind = source_kind(path)
     if kind == "checkpoint":
         return recorded_tokenizer(path)
     if kind == "run":
         tag = checkpointing.find_resume_tag(path / "checkpoints")
         return recorded_tokenizer(path / "checkpoints" / tag) if tag else None
-    if kind == "export" and (path / EXPORT_TOKENIZER).is_file():
-        return file_sha256(path / EXPORT_TOKENIZER)
+    if kind == "export":
+        from data_prep.text_codec import FILES
+
+        for name in FILES.values():
+            if (path / name).is_file():
+                return file_sha256(path / name)
     return None
 
 

@@ -19,10 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 from model import LanguageModel, ModelConfig, build_model, load_exported
 
 from . import checkpointing
-from .export import consolidated_state_dict
+from .export import consolidated_state_dict, data_dir_of
 
 RUN_CONFIG = "config.yaml"
-TOKENIZER = "tokenizer.json"
 
 
 @dataclass
@@ -112,28 +111,31 @@ def load(run: Path | None = None, model_dir: Path | None = None, step: int | Non
         return load_from_run(run, step)
 
 
-def run_data_path(loaded: LoadedModel) -> Path | None:
-    """The data dir the run trained on (config.yaml data.path), if there is a run config."""
-    if loaded.run_cfg is None:
-        return None
-    return Path(loaded.run_cfg.data.path)
+def run_data_path(loaded: LoadedModel) -> str | None:
+    """The data dir the run trained on, if there is a run config."""
+    return None if loaded.run_cfg is None else data_dir_of(loaded.run_cfg)
 
 
-def tokenizer_path(loaded: LoadedModel, override: Path | None = None) -> Path:
-    """--tokenizer if given, else the export's own tokenizer.json, else the one in the run's data
-    dir; it must exist."""
-    if override is not None:
-        path = override
-    elif (loaded.source / TOKENIZER).is_file():
-        path = loaded.source / TOKENIZER
-    elif (data := run_data_path(loaded)) is not None:
-        path = data / TOKENIZER
-    else:
-        raise FileNotFoundError(f"{loaded.source} has no run config.yaml next to it, so its "
-                                f"tokenizer is unknown: pass --tokenizer PATH/tokenizer.json")
-    if not path.is_file():
-        raise FileNotFoundError(f"tokenizer {path} does not exist")
-    return path
+def load_tokenizer(loaded: LoadedModel, override: str | None = None):
+    """The tokenizer the model's ids mean: --tokenizer if given (a tokenizer.json, a data or
+    export dir, or rwkv-world), else the export's own tokenizer file, else the run's data dir's."""
+    from data_prep.errors import UserError
+    from data_prep.text_codec import FILES, load_codec, resolve
+
+    try:
+        if override is not None:
+            override = str(override)
+            return load_codec(override) if Path(override).is_dir() else resolve(override, "--tokenizer")
+        if any((loaded.source / name).is_file() for name in FILES.values()):
+            return load_codec(loaded.source)
+        data = run_data_path(loaded)
+        if data is None:
+            raise FileNotFoundError(f"{loaded.source} has no tokenizer file and no run config.yaml next "
+                                    f"to it, so its tokenizer is unknown: pass --tokenizer (a "
+                                    f"tokenizer.json, a data dir, or rwkv-world)")
+        return load_codec(data)
+    except UserError as err:
+        raise FileNotFoundError(str(err)) from None
 
 
 def check_vocab(model_vocab: int, data_vocab: int, where: Path) -> None:
