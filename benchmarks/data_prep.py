@@ -1,13 +1,15 @@
 """Whole `python -m data_prep` path vs tokenizing the same corpus in one process, in one run.
 
-Both sides use the same tokenizer (trained once here on the corpus, or --tokenizer) and the same
+Both sides use the same tokenizer (trained once here on the corpus, or --tokenizer: a
+tokenizer.json, or rwkv-world for the RWKV World vocabulary through pyrwkv-tokenizer) and the same
 documents (the default input, this Python's standard library, unless --input). The data_prep time
 is the wall time of the command in a fresh output dir: interpreter start, scan, Ray start-up,
 tokenizing, writing shards and manifest, Ray shutdown. The baseline is `encode_batch` over the
-already-loaded texts in one process, timed alone, with one tokenizer thread and with all of them.
+already-loaded texts in one process (the package's own batch encode), timed alone, with one
+tokenizer thread and with all of them.
 Goal on a 2-core box: data_prep <= 0.8x the one-process baseline.
 
-    python benchmarks/data_prep.py [--input PATH] [--tokenizer tokenizer.json] [--repeats 1]
+    python benchmarks/data_prep.py [--input PATH] [--tokenizer tokenizer.json|rwkv-world] [--repeats 1]
 """
 from __future__ import annotations
 
@@ -24,13 +26,13 @@ from _repo_path import ROOT  # first: the `data_prep` package, not this file
 BASELINE = r"""
 import sys, time
 sys.path.append("benchmarks")
-from tokenizers import Tokenizer
 from benchmarks.data_prep import load_texts
+from data_prep.text_codec import resolve, token_dtype
 texts = load_texts(sys.argv[1] or None)
-tok = Tokenizer.from_file(sys.argv[2])
+codec = resolve(sys.argv[2])
 t0 = time.perf_counter()
-encodings = tok.encode_batch(texts, add_special_tokens=False)
-print(time.perf_counter() - t0, sum(len(e.ids) for e in encodings))
+ids = codec.encode_documents(texts, token_dtype(codec))
+print(time.perf_counter() - t0, sum(len(i) for i in ids))
 """
 
 
@@ -54,7 +56,7 @@ def train_once(input_spec: str | None, path: Path) -> None:
     path.write_text(train_tokenizer(load_texts(input_spec), DataConfig().vocab_size))
 
 
-def baseline(input_spec: str | None, tokenizer: Path, threads: int | None) -> tuple[float, int]:
+def baseline(input_spec: str | None, tokenizer: str, threads: int | None) -> tuple[float, int]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     if threads:
         env["RAYON_NUM_THREADS"] = str(threads)
@@ -65,7 +67,7 @@ def baseline(input_spec: str | None, tokenizer: Path, threads: int | None) -> tu
     return float(out[0]), int(out[1])
 
 
-def pipeline(input_spec: str | None, tokenizer: Path, out: Path) -> tuple[float, str]:
+def pipeline(input_spec: str | None, tokenizer: str, out: Path) -> tuple[float, str]:
     args = [sys.executable, "-m", "data_prep", f"data.output={out}", f"data.tokenizer={tokenizer}"]
     if input_spec:
         args.append(f"data.input={input_spec}")
@@ -77,14 +79,14 @@ def pipeline(input_spec: str | None, tokenizer: Path, out: Path) -> tuple[float,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--input", help="data.input (default: the standard library)")
-    parser.add_argument("--tokenizer", help="tokenizer.json to use (default: train one first)")
+    parser.add_argument("--tokenizer", help="tokenizer.json or rwkv-world (default: train a BPE first)")
     parser.add_argument("--repeats", type=int, default=1, help="best of N for each side")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench_data_prep_") as tmp:
-        tokenizer = Path(args.tokenizer) if args.tokenizer else Path(tmp) / "tokenizer.json"
+        tokenizer = args.tokenizer or str(Path(tmp) / "tokenizer.json")
         if not args.tokenizer:
             t0 = time.perf_counter()
-            train_once(args.input, tokenizer)
+            train_once(args.input, Path(tokenizer))
             print(f"tokenizer trained once for both sides in {time.perf_counter() - t0:.1f} s")
         load_before = os.getloadavg()[0]
         ones, everys, runs = [], [], []
@@ -94,7 +96,7 @@ def main() -> None:
             runs.append(pipeline(args.input, tokenizer, Path(tmp) / f"out{i}"))
         one, every, (wall, line) = min(ones), min(everys), min(runs)
     print(line)
-    print(f"cpus: {os.cpu_count()}, tokens: {one[1]:,}, best of {args.repeats}, "
+    print(f"tokenizer: {args.tokenizer or 'a BPE trained here'}; cpus: {os.cpu_count()}, tokens: {one[1]:,}, best of {args.repeats}, "
           f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
     print(f"one process, encode_batch, 1 thread:          {one[0]:7.2f} s")
     print(f"one process, encode_batch, {os.cpu_count()} threads:         {every[0]:7.2f} s")
