@@ -139,5 +139,6 @@ def check_tokenizer(cfg, run_dir: Path, data_sha: str) -> None:
             raise PipelineError(
                 f"{where} was trained with the tokenizer sha256 {digest[:16]}..., but the data dir "
                 f"{cfg.data.path} has {data_sha[:16]}...: token ids would mean other text. Use the data "
-                "built with that tokenizer (data_prep data.tokenizer=<its tokenizer.json>), or set "
-                "train.allow_other_tokenizer=true to reuse the weights with this vocabulary on purpose")
+                "built with that tokenizer (data_prep data.tokenizer=<its tokenizer.json> or rwkv-world), "
+                "or set train.allow_other_tokenizer=true to reuse the weights with this vocabulary on "
+                "purpose")
