@@ -68,6 +68,11 @@ class TrainConfig:
     prefetch: int = 4  # batches read ahead on a background thread (0 = read inline)
     max_bad_steps: int = 5  # consecutive skipped (non-finite) steps before training stops
     export: bool = True  # write export/model.safetensors at the end (and log it to MLflow)
+    # lm-eval tasks every eval_every steps and at the last step (0 = never); see pipeline/eval/
+    eval_every: int = 0
+    eval_tasks: list[str] = field(default_factory=list)
+    eval_include_path: Optional[str] = None  # a directory of local lm-eval task YAML
+    eval_limit: Optional[float] = None  # documents per task (a fraction below 1)
 
 
 def _tiny_model() -> ModelConfig:
@@ -101,13 +106,18 @@ def _check(cfg: RunConfig) -> None:
         if getattr(t, key) <= 0:
             raise bad(key, "must be a positive integer")
     for key in ("save_every", "val_every", "val_batches", "log_every", "keep_last", "warmup_steps",
-                "global_batch", "prefetch", "max_bad_steps"):
+                "global_batch", "prefetch", "max_bad_steps", "eval_every"):
         if getattr(t, key) < 0:
             raise bad(key, "must be >= 0")
     if t.offload_params and t.zero_stage != 3:
         raise bad("offload_params", "parameter offload needs train.zero_stage=3")
     if t.offload_optimizer and t.zero_stage == 0:
         raise bad("offload_optimizer", "optimizer offload needs train.zero_stage >= 1")
+    if t.eval_every and not t.eval_tasks:
+        raise bad("eval_every", "needs train.eval_tasks (lm-eval task names)")
+    if t.eval_every and t.zero_stage == 3:
+        raise bad("eval_every", "rank 0 evaluates its own copy of the weights, which ZeRO-3 "
+                  "partitions: evaluate the checkpoints with python -m pipeline.lm_eval instead")
     if not t.run_name or "/" in t.run_name:
         raise bad("run_name", "must be a non-empty name without '/'")
     cfg.model.validate()

@@ -36,6 +36,7 @@ from .run_info import finish_run, run_tags
 from .startup import open_run
 from .tracking import Tracker
 from .init_from import source_kind
+from .eval import periodic
 
 
 def lm_loss(engine, batch: torch.Tensor) -> torch.Tensor:
@@ -198,6 +199,11 @@ def train(cfg: RunConfig, data: DataDir) -> None:
                                          {run_guard.TOKENIZER_KEY: data.tokenizer_sha256})
                 tracker.log_event(json.dumps({"step": step, "path": str((ckpt_dir / tag).resolve())}),
                                   f"checkpoints/{tag}.json")
+            if periodic.due(t, step) and not preempted:
+                if dist.is_main:
+                    periodic.evaluate_now(engine.module, str(data.path), t, step, run_dir, tracker,
+                                          dist.device)
+                torch.distributed.barrier()
             if preempted:
                 if dist.is_main:
                     progress.write(f"stopped by signal {stop.signal or 'on another rank'} at step {step}; "
