@@ -148,6 +148,22 @@ class BinIdx:
                         raise UserError(f"{self.bin_path}: ends inside document {lo + j}")
                     yield lo + j, np.frombuffer(raw, dtype=self.dtype)
 
+    def _start_byte(self, document: int) -> int:
+        seq = int(self._doc_idx(document, document + 1)[0])
+        return self.bin_bytes if seq >= self.n_seq else int(self._pointers(seq, seq + 1)[0])
+
+    def document_at_byte(self, offset: int) -> int:
+        """The first document that starts at or after byte `offset` of the .bin (a binary search
+        in the index, so a task can find its byte range's documents without a per-document list)."""
+        lo, hi = 0, self.documents
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._start_byte(mid) < offset:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
     def tokens(self) -> int:
         """Total ids in the corpus (the .bin size over the dtype's width)."""
         return self.bin_bytes // self.dtype.itemsize

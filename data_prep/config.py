@@ -20,15 +20,16 @@ RUN_ONLY_KEYS = ("output", "overwrite", "num_cpus", "executor", "tokenizer")
 
 @dataclass
 class DataConfig:
-    input: Optional[str] = None  # file, directory, or glob; unset = this Python's stdlib *.py files
-    output: str = "data/default"
-    tokenizer: Optional[str] = None  # an existing tokenizer.json; unset = train one on a sample
+    input: Optional[str] = None  # file, dir, glob or binidx (path or fsspec URL); unset = the stdlib
+    output: str = "data/default"  # a local dir or an fsspec URL (s3://bucket/dir)
+    tokenizer: Optional[str] = None  # a tokenizer.json or rwkv-world; unset = train one on a sample
     vocab_size: int = 16384
     tokenizer_sample_bytes: int = 64_000_000  # source bytes the tokenizer is trained on
     text_field: str = "text"  # JSONL key / Parquet column holding the document
     val_fraction: float = 0.01  # share of documents (by a stable hash of their id) in val
     min_val_docs: int = 1  # at least this many val documents whenever val_fraction > 0
     shard_bytes: int = 4_000_000  # target source bytes per shard (known before tokenizing)
+    unit_bytes: int = 64_000_000  # most source bytes one task reads (smaller for small inputs)
     on_invalid_utf8: str = "skip"  # skip | replace (with U+FFFD)
     dedup: bool = False  # drop exact duplicate documents (same text), keeping the first
     seed: int = 0  # salt of the train/val hash and the tokenizer sample order
@@ -56,7 +57,7 @@ def check(cfg: DataConfig) -> None:
         raise bad("vocab_size", "must be at least 258 (256 bytes, the end-of-text token, one merge)")
     if not 0.0 <= cfg.val_fraction < 1.0:
         raise bad("val_fraction", "must be in [0, 1)")
-    for key in ("shard_bytes", "tokenizer_sample_bytes"):
+    for key in ("shard_bytes", "unit_bytes", "tokenizer_sample_bytes"):
         if getattr(cfg, key) <= 0:
             raise bad(key, "must be positive")
     if cfg.min_val_docs < 0:

@@ -1,246 +1,213 @@
-"""The whole run: check the output dir, plan, get the tokenizer, build the shards, write the manifest.
+"""The whole run, as phases of tasks; the driver only lists files and folds per-unit summaries.
 
-Shards are built by Ray tasks (`ray.init()` locally, or the cluster at RAY_ADDRESS), one task per
-shard, each writing its tar straight into the output dir. While a local Ray instance starts (a few
-seconds, mostly waiting), the driver builds shards itself from the same queue; which process builds
-a shard never changes its bytes. `data.executor=local` builds everything in this process: the plain
-reference path that tests compare the Ray path against.
+1. list the input files and cut them into work units (sizes only);
+2. scan tasks: check and count each unit's documents, draw its tokenizer sample, emit dedup keys;
+3. plan (driver, O(units)): numbering, val top-up, skipped documents, the input digest;
+4. the tokenizer: given, already in the output, or trained by a task on the units' samples;
+5. dedup tasks (data.dedup): one per digest partition;
+6. build tasks: tokenize each unit into staged shards (or keep its verified ones);
+7. publish: copy staged shards to their final names `train-000000.tar`, ... in unit order, write
+   the manifest, drop the staging area.
+Shard names and bytes depend only on the input and the config. `data.executor=local` runs every
+task in this process: the plain reference path that tests compare Ray against.
 """
 from __future__ import annotations
 
-import logging
+import json
 import os
 import signal
 import sys
-import threading
 import time
-from collections import Counter, deque
-from pathlib import Path
+from collections import Counter
 
 from . import manifest as manifest_file
-from . import atomic, output_dir, text_codec, tokenizer
+from . import output_dir, text_codec, tokenizer
+from .build_task import STAGED_DIR, BuildSpec, build_unit, staged_name
 from .config import DataConfig, recorded
+from .dedup import find_duplicates, group_of, groups_for, partitions_for
 from .errors import UserError
-from .readers import Skipped, read_documents
-from .sharding import Plan, ShardSpec, make_plan, tokenizer_sample
-from .sources import find_corpus
-from .writer import ShardJob, verified_record, write_shard
+from .executor import make_executor
+from .plan import Plan, make_plan, unit_digest
+from .progress import Bar
+from .readers import ReadOptions
+from .scan_task import SHOWN_PER_REASON, ScanOptions, scan_unit
+from .sources import BINIDX, find_corpus
+from .storage import Store, credential_env, is_remote
+from .units import make_units
 
 KILL_AFTER_ENV = "DATA_PREP_KILL_AFTER_SHARDS"  # test hook: SIGKILL the driver after N built shards
-SKIPS_SHOWN_PER_REASON = 10
 
 
-class SkipReporter:
-    """One stderr line per skipped document (the first few of each reason), then a count."""
-
-    def __init__(self):
-        self.counts: Counter = Counter()
-
-    def __call__(self, item: Skipped) -> None:
-        self.counts[item.reason] += 1
-        if self.counts[item.reason] <= SKIPS_SHOWN_PER_REASON:
-            print(f"data_prep: skipped {item.source} ({item.reason}): {item.detail}", file=sys.stderr)
-
-    def close(self) -> None:
-        for reason, n in sorted(self.counts.items()):
-            if n > SKIPS_SHOWN_PER_REASON:
-                print(f"data_prep: ... {n - SKIPS_SHOWN_PER_REASON} more skipped ({reason})", file=sys.stderr)
+def train_from_samples(vocab_size: int, *samples: list[str], progress=None) -> str:
+    """The BPE tokenizer.json trained on the units' samples, in unit order (a task)."""
+    return tokenizer.train_tokenizer((text for texts in samples for text in texts), vocab_size)
 
 
 def _skip_summary(counts: Counter) -> str:
     return ", ".join(f"{reason}={n}" for reason, n in sorted(counts.items())) or "none"
 
 
-def obtain_codec(cfg: DataConfig, out: Path, plan: Plan) -> text_codec.Codec:
-    """The tokenizer for this output: given (a tokenizer.json or rwkv-world), already there, or a
-    BPE trained on a sample. Its file is written into the output dir."""
-    if cfg.tokenizer:
-        codec = text_codec.resolve(cfg.tokenizer)
-        output_dir.check_tokenizer(out, codec.sha256, cfg.tokenizer)
-    elif (out / "tokenizer.json").is_file():
-        codec = text_codec.BpeCodec((out / "tokenizer.json").read_text(encoding="utf-8"),
-                                    str(out / "tokenizer.json"))
-    else:
-        sample = tokenizer_sample(plan, cfg.tokenizer_sample_bytes, cfg.seed)
-        cut = dict((ref.source, take) for ref, take in sample)
-        texts = (text[:cut[ref.source]] for ref, text in
-                 read_documents([ref for ref, _ in sample], cfg.text_field, cfg.on_invalid_utf8))
-        codec = text_codec.BpeCodec(tokenizer.train_tokenizer(texts, cfg.vocab_size))
-    if not (out / codec.file).is_file():
-        atomic.write_bytes(out / codec.file, codec.file_bytes())
-    return codec
+class Run:
+    """One invocation: the config, the output store, the executor and what the phases produced."""
 
+    def __init__(self, cfg: DataConfig, progress: bool | None):
+        self.cfg, self.progress = cfg, progress
+        self.store = Store(cfg.output)
+        self.config = recorded(cfg)
+        self.corpus = find_corpus(cfg.input)
+        self.given = text_codec.resolve(cfg.tokenizer) if cfg.tokenizer else None
+        if self.corpus.files[0].kind == BINIDX and self.given is None:
+            raise UserError(f"data.input={cfg.input!r} is a binidx corpus (token ids): set data.tokenizer "
+                            "to the tokenizer it was made with (rwkv-world, or its tokenizer.json)")
+        self.units = make_units(self.corpus, cfg.unit_bytes)
+        vocab, eot = (self.given.vocab_size, self.given.eot_id) if self.given else (0, -1)
+        self.read = ReadOptions(cfg.text_field, cfg.on_invalid_utf8, vocab, eot)
+        remote = is_remote(cfg.input) or is_remote(cfg.output)
+        self.executor = make_executor(cfg.executor, cfg.num_cpus, credential_env() if remote else {})
+        self.built_shards = 0
 
-class Builder:
-    """Hands out shards to whoever builds them, gathers done-records, drives the progress bar."""
+    def bar(self, desc: str, total: int, unit: str) -> Bar:
+        return Bar(desc, total, unit, self.progress)
 
-    def __init__(self, plan: Plan, job: ShardJob, codec: text_codec.CodecSpec, progress: bool | None):
-        from tqdm import tqdm
-
-        # biggest first, so the last shards to finish are small ones
-        self.queue = deque(sorted(plan.shards, key=lambda s: (-s.nbytes, s.name)))
-        self.job, self.codec = job, codec
-        self.records: dict[str, dict] = {}
-        self.lock = threading.Lock()
-        self.kill_after = int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
-        self.built = self.reused = self.tokens = 0
-        self.total_shards = len(plan.shards)
-        self.bar = tqdm(total=plan.documents, unit="doc", desc="data_prep", disable=progress is False
-                        or (progress is None and not sys.stderr.isatty()), dynamic_ncols=True)
-
-    def take(self) -> ShardSpec | None:
-        with self.lock:
-            return self.queue.popleft() if self.queue else None
-
-    def take_all(self) -> list[ShardSpec]:
-        with self.lock:
-            rest, self.queue = list(self.queue), deque()
-            return rest
-
-    def done(self, record: dict) -> None:
-        with self.lock:
-            self.records[record["name"]] = record
-            if record["reused"]:
-                self.reused += 1
-            else:
-                self.built += 1
-            self.tokens += record["tokens"]
-            self.bar.update(record["samples"])
-            self.bar.set_postfix(tokens=f"{self.tokens:,}", shards=f"{len(self.records)}/{self.total_shards}")
-            if self.kill_after and self.built >= self.kill_after:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-    def keep_verified(self) -> None:
-        """Shards a finished run left intact are checked here, so a complete dir needs no Ray."""
-        for shard in self.take_all():
-            record = verified_record(Path(self.job.output), shard, self.job.tokenizer_sha)
-            if record is None:
-                self.queue.append(shard)
-            else:
-                self.done({**record, "reused": True})
-
-    def build_here(self, stop: threading.Event | None = None) -> None:
-        while stop is None or not stop.is_set():
-            shard = self.take()
-            if shard is None:
-                return
-            self.done(write_shard(shard, self.job, self.codec))
-
-
-def _ray_task(shard: ShardSpec, job: ShardJob, codec: text_codec.CodecSpec) -> dict:
-    """One shard in a Ray worker; the tokenizer uses the one CPU the task was given."""
-    os.environ.setdefault("RAYON_NUM_THREADS", "1")
-    return write_shard(shard, job, codec)
-
-
-def _start_ray(cfg: DataConfig) -> bool:
-    """Join RAY_ADDRESS or start a local instance; False when Ray was already up (tests)."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    opts = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
+    def scan(self, train_tokenizer: bool) -> tuple[Plan, list[list]]:
+        cfg, total = self.cfg, max(1, self.corpus.nbytes)
+        parts = partitions_for(len(self.units)) if cfg.dedup else 0
+        calls = []
+        for unit in self.units:
+            share = -(-cfg.tokenizer_sample_bytes * unit.nbytes // total) if train_tokenizer else 0
+            calls.append((unit, ScanOptions(self.read, cfg.seed, cfg.val_fraction, cfg.min_val_docs, parts, share)))
+        scans = [None] * len(calls)
+        bar = self.bar("scan", self.corpus.nbytes, "B")
         try:
-            ray.init(**opts)
-        except (ConnectionError, RuntimeError, ValueError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise UserError(f"cannot join the Ray cluster at RAY_ADDRESS={address}: {first} (a cluster "
-                            "with token auth also needs RAY_AUTH_MODE=token and its token)") from None
-    else:
-        # "local": a new instance even if `ray start` left one on this machine; num_cpus=None lets
-        # Ray count the CPUs this process may use
-        ray.init(address="local", num_cpus=cfg.num_cpus, **opts)
-    return True
+            outs = self.executor.run(scan_unit, calls, 2 + parts, lambda i, s: scans.__setitem__(i, s), bar)
+        finally:
+            bar.close()
+        return make_plan(self.corpus, self.units, scans, cfg, SHOWN_PER_REASON), outs
 
+    def codec(self, scanned: list[list]) -> text_codec.Codec:
+        if self.given is not None:
+            return self.given
+        existing = self.store.read_bytes("tokenizer.json")
+        if existing is not None:
+            return text_codec.BpeCodec(existing.decode("utf-8", "replace"), self.store.url("tokenizer.json"))
+        samples = [out[1] for out in scanned]
+        got = []
+        self.executor.run(train_from_samples, [(self.cfg.vocab_size, *samples)], 1,
+                          lambda i, text: got.append(text), self.bar("tokenizer", 1, "it"))
+        return text_codec.BpeCodec(got[0])
 
-def build_with_ray(cfg: DataConfig, builder: Builder) -> None:
-    import ray
+    def dedup(self, scanned: list[list]) -> list[list]:
+        """Per dedup partition: [count, dropped copies of unit group 0, 1, ...]."""
+        if not self.cfg.dedup:
+            return []
+        n, groups = len(self.units), groups_for(len(self.units))
+        calls = [(groups, n, *[out[2 + p] for out in scanned]) for p in range(partitions_for(n))]
+        return self.executor.run(find_duplicates, calls, groups + 1, lambda i, c: None,
+                                 self.bar("dedup", len(calls), "part"))
 
-    stop, errors = threading.Event(), []
+    def build(self, plan: Plan, codec: text_codec.Codec, dups: list[list]) -> list[dict]:
+        previous = self._published(plan)
+        groups = groups_for(len(self.units))
+        calls = []
+        for u, unit in enumerate(self.units):
+            spec = BuildSpec(unit, unit_digest(plan, u, self.config, codec.sha256), plan.first_docs[u],
+                             plan.first_lines[u], self.read, self.cfg.seed, self.cfg.val_fraction,
+                             plan.to_val.get(u, frozenset()), plan.to_train.get(u, frozenset()),
+                             self.cfg.shard_bytes, self.store.root, tuple(previous.get(u, ())))
+            calls.append((spec, text_codec.spec_of(codec),
+                          *[d[1 + group_of(u, len(self.units), groups)] for d in dups]))
+        records = [None] * len(calls)
+        kill_after = int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
 
-    def assist():
+        def done(i: int, record: dict) -> None:
+            records[i] = record
+            if record["built"]:
+                self.built_shards += len(record["shards"])
+                if kill_after and self.built_shards >= kill_after:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        bar = self.bar("data_prep", plan.documents, "doc")
         try:
-            builder.build_here(stop)
-        except BaseException as err:  # re-raised in the main thread below
-            errors.append(err)
+            self.executor.run(build_unit, calls, 1, done, bar)
+        finally:
+            bar.close()
+        return records
 
-    helper = None
-    if not ray.is_initialized():
-        helper = threading.Thread(target=assist, name="data_prep-assist", daemon=True)
-        helper.start()
-    try:
-        started = _start_ray(cfg)
-    except BaseException:
-        stop.set()  # let the helper finish its shard, so no tar is cut off mid-write
-        if helper is not None:
-            helper.join()
-        raise
-    stop.set()
-    try:
-        rest = builder.take_all()
-        if rest:
-            remote = ray.remote(num_cpus=1, max_retries=2)(_ray_task)
-            tok_ref = ray.put(builder.codec)
-            pending = [remote.remote(shard, builder.job, tok_ref) for shard in rest]
-            while pending:
-                ready, pending = ray.wait(pending, num_returns=1)
-                try:
-                    builder.done(ray.get(ready[0]))
-                except ray.exceptions.RayTaskError as err:
-                    if isinstance(err.cause, UserError):
-                        raise err.cause from None
-                    raise
-        if helper is not None:
-            helper.join()
-        if errors:
-            raise errors[0]
-    finally:
-        if started:
-            ray.shutdown()
+    def _published(self, plan: Plan) -> dict[int, list]:
+        """unit -> (name, sha256, file_bytes) of its shards in a complete earlier manifest."""
+        raw = self.store.read_bytes("manifest.json")
+        try:
+            old = json.loads(raw) if raw else {}
+        except ValueError:
+            return {}
+        if old.get("input", {}).get("digest") != plan.input_digest:
+            return {}
+        found: dict[int, list] = {}
+        for split in manifest_file.SPLITS:
+            for s in old.get("shards", []):
+                if s.get("split") == split and "unit" in s:
+                    found.setdefault(s["unit"], []).append((s["name"], s["sha256"], s["file_bytes"]))
+        return found
+
+    def publish(self, records: list[dict]) -> list[dict]:
+        """Final names in unit order; staged shards copied there (manifest first removed, so the
+        dir never looks complete while shards change)."""
+        counters: Counter = Counter()
+        shards, copies = [], []
+        for record in records:
+            for s in record["shards"]:
+                name = f"{s['split']}-{counters[s['split']]:06d}.tar"
+                counters[s["split"]] += 1
+                shards.append({**s, "name": name, "unit": record["unit"]})
+                if record["where"] == "staged":
+                    copies.append((staged_name(record["unit"], s["split"], s["index"]), name))
+        if copies:
+            self.store.remove("manifest.json")
+            for src, dst in copies:
+                self.store.publish(src, dst)
+        output_dir.remove_stale_shards(self.store, {s["name"] for s in shards})
+        return sorted(shards, key=lambda s: (manifest_file.SPLITS.index(s["split"]), s["name"]))
 
 
 def run(cfg: DataConfig, progress: bool | None = None) -> dict:
     """Build (or finish) the data dir described by cfg; returns the manifest."""
     t0 = time.perf_counter()
-    out = Path(cfg.output)
-    config = recorded(cfg)
-    corpus = find_corpus(cfg.input)
-    record = output_dir.open_output(out, config, cfg.overwrite)
-    reporter = SkipReporter()
-    plan = make_plan(corpus, cfg, reporter)
-    reporter.close()
-    if plan.documents == 0:
-        raise UserError(f"no usable documents in {corpus.description} "
-                        f"(skipped: {_skip_summary(plan.skipped)})")
-    output_dir.check_input(out, record, plan.input_digest)
-    if record is None:
-        output_dir.write_run_record(out, config, plan.input_digest)
-    codec = obtain_codec(cfg, out, plan)
-    info = text_codec.describe(codec)
-    job = ShardJob(str(out.resolve()), codec.sha256, cfg.text_field, cfg.on_invalid_utf8)
-    output_dir.remove_stale_shards(out, {s.name for s in plan.shards})
-    builder = Builder(plan, job, text_codec.spec_of(codec), progress)
+    job = Run(cfg, progress)
+    store = job.store
+    record = output_dir.open_output(store, job.config, cfg.overwrite)
+    if job.given is not None:
+        output_dir.check_tokenizer(store, job.given.sha256, cfg.tokenizer)
     try:
-        builder.keep_verified()
-        if cfg.executor == "local" or not builder.queue:
-            builder.build_here()
-        else:
-            build_with_ray(cfg, builder)
+        train = job.given is None and store.read_bytes("tokenizer.json") is None
+        plan, scanned = job.scan(train)
+        for line in plan.skip_lines:
+            print(line, file=sys.stderr)
+        if plan.documents == 0:
+            raise UserError(f"no usable documents in {job.corpus.description} "
+                            f"(skipped: {_skip_summary(plan.skipped)})")
+        output_dir.check_input(store, record, plan.input_digest)
+        if record is None:
+            output_dir.write_run_record(store, job.config, plan.input_digest)
+        codec = job.codec(scanned)
+        if store.read_bytes(codec.file) is None:
+            store.write_bytes(codec.file, codec.file_bytes())
+        dups = job.dedup(scanned)
+        records = job.build(plan, codec, dups)
     finally:
-        builder.bar.close()
-    records = [builder.records[s.name] for s in plan.shards]
-    manifest = manifest_file.build(plan, records, config, info)
-    manifest_file.write(out, manifest)
-    print(summary(out, manifest, builder, time.perf_counter() - t0), flush=True)
+        job.executor.close()
+    shards = job.publish(records)
+    manifest = manifest_file.build(plan, shards, records, job.config, text_codec.describe(codec))
+    manifest_file.write(store, manifest)
+    store.remove_tree(STAGED_DIR)
+    print(summary(store.url(), manifest, job, len(shards), time.perf_counter() - t0), flush=True)
     return manifest
 
 
-def summary(out: Path, manifest: dict, builder: Builder, seconds: float) -> str:
+def summary(out: str, manifest: dict, job: Run, shards: int, seconds: float) -> str:
     t, s = manifest["totals"], manifest["splits"]
     return (f"data_prep: {out}: {s['train']['shards']} train + {s['val']['shards']} val shards, "
             f"{t['documents']:,} documents ({s['val']['documents']:,} val), {t['tokens']:,} tokens, "
             f"{t['bytes'] / 1e6:.1f} MB of text, vocab {manifest['tokenizer']['vocab_size']:,}, "
             f"skipped {t['skipped_documents']:,} ({_skip_summary(Counter(t['skipped']))}); "
-            f"{builder.built} shards built, {builder.reused} verified and kept; {seconds:.1f} s")
+            f"{len(job.units)} units, {job.built_shards} shards built, {shards - job.built_shards} "
+            f"verified and kept; {seconds:.1f} s")

@@ -1,39 +1,43 @@
-"""Read documents out of source files: a scan that checks every one and notes where it lives, and
-a re-read by those notes for the task that tokenizes a shard.
+"""Read the documents of one piece of input: every record in order, usable or skipped with a reason.
 
-Both go through the same parsing functions, so a document is accepted, repaired or skipped the
-same way whichever process reads it. Files are streamed (JSONL line by line), so a huge corpus is
-never held in memory; a single huge document is held once.
+The scan task and the build task both read through `read_piece`, so a document is accepted,
+repaired or skipped the same way whichever task reads it. Files are streamed (JSONL line by line,
+Parquet a row group at a time, binidx a chunk of its index at a time); a single huge document is
+held once. Local paths and fsspec URLs are read alike.
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
-from typing import Iterable, Iterator, NamedTuple
+from dataclasses import dataclass
+from typing import Iterator, NamedTuple
+
+import numpy as np
 
 from .errors import UserError
-from .sources import JSONL, JSONL_GZ, PARQUET, TEXT, SourceFile
+from .sources import BINIDX, JSONL, JSONL_GZ, PARQUET, TEXT
+from .storage import filesystem
+from .units import Piece
 
 BINARY_PROBE = 8192  # a NUL byte in this many leading bytes marks a file as binary
+READ_BLOCK = 8 << 20
 
 
-class DocRef(NamedTuple):
-    """Where a usable document lives, enough to read it again and check it is unchanged."""
-    source: str  # shown to users and stored with the sample: a path, or path:N (1-based)
-    relid: str  # the same id relative to the input root: hashed for the train/val split
-    path: str
-    kind: str
-    loc: object  # text: None; jsonl: (offset, length); jsonl.gz: line number; parquet: (group, row)
-    nbytes: int  # UTF-8 bytes of the document's text
-    digest: str  # blake2b-128 of those bytes
-    repaired: bool  # invalid UTF-8 replaced with U+FFFD
+@dataclass(frozen=True)
+class ReadOptions:
+    text_field: str
+    on_invalid_utf8: str
+    vocab_size: int = 0  # binidx: ids must be below it
+    eot_id: int = -1  # binidx: one trailing end-of-text id is dropped
 
 
-class Skipped(NamedTuple):
-    reason: str  # empty | binary | invalid_utf8 | invalid_json | missing_field | unreadable | duplicate
-    source: str
-    detail: str
+class Record(NamedTuple):
+    line: int  # jsonl: line within the piece (0-based); jsonl.gz, parquet: 1-based number in the file; binidx: document number; -1: the whole file
+    relid: str  # stable id relative to the input root: hashed for the train/val split
+    data: object  # UTF-8 bytes or ids (np.ndarray); None when skipped
+    text: str | None
+    repaired: bool  # invalid UTF-8 replaced / binidx: a trailing end-of-text id dropped
+    skip: tuple[str, str] | None  # (reason, detail): empty | binary | invalid_utf8 | invalid_json | missing_field | unreadable
 
 
 class SkipDoc(Exception):
@@ -42,8 +46,19 @@ class SkipDoc(Exception):
         self.reason, self.detail = reason, detail
 
 
-def digest_of(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+def digest_of(data) -> bytes:
+    raw = data.tobytes() if isinstance(data, np.ndarray) else data
+    return hashlib.blake2b(raw, digest_size=16).digest()
+
+
+def source_of(piece: Piece, line: int, first_line: int) -> str:
+    """The document's name in messages and in its sample's `.json`."""
+    f = piece.file
+    if f.kind == TEXT or line < 0:
+        return f.path
+    if f.kind == BINIDX:
+        return f"{f.path}.bin#{line}"
+    return f"{f.path}:{first_line + line if f.kind == JSONL else line}"
 
 
 def _decode(raw: bytes, policy: str) -> tuple[str, bool]:
@@ -77,7 +92,6 @@ def parse_text_file(raw: bytes, policy: str) -> tuple[str, bytes, bool]:
 
 
 def parse_json_line(line: bytes, field: str, policy: str) -> tuple[str, bytes, bool]:
-    """One JSONL record: the string under `field`."""
     if not line.strip():
         raise SkipDoc("empty", "blank line")
     decoded, repaired = _decode(line, policy)
@@ -85,10 +99,10 @@ def parse_json_line(line: bytes, field: str, policy: str) -> tuple[str, bytes, b
         record = json.loads(decoded)
     except ValueError as err:
         raise SkipDoc("invalid_json", f"not JSON ({err})") from None
-    return _field_text(record, field, policy, repaired)
+    return field_text(record, field, policy, repaired)
 
 
-def _field_text(record, field: str, policy: str, repaired: bool) -> tuple[str, bytes, bool]:
+def field_text(record, field: str, policy: str, repaired: bool) -> tuple[str, bytes, bool]:
     if not isinstance(record, dict) or field not in record:
         raise SkipDoc("missing_field", f"no {field!r} field")
     value = record[field]
@@ -103,124 +117,98 @@ def _field_text(record, field: str, policy: str, repaired: bool) -> tuple[str, b
     return text, data, repaired or fixed
 
 
-def _lines(f) -> Iterator[tuple[int, int, bytes]]:
-    """(1-based line number, byte offset, line) of a binary file, streamed."""
-    offset = 0
-    for number, line in enumerate(f, 1):
-        yield number, offset, line
-        offset += len(line)
+def _record(line: int, relid: str, parse, *args) -> Record:
+    try:
+        text, data, repaired = parse(*args)
+    except SkipDoc as err:
+        return Record(line, relid, None, None, False, (err.reason, err.detail))
+    return Record(line, relid, data, text, repaired, None)
 
 
-def _parquet_rows(path: str, field: str, row_groups: Iterable[int] | None = None):
-    """(row group, row in group, 1-based row in file, value) of the text column."""
+def _jsonl_lines(fs, path: str, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+    """(byte offset, line) of the lines that start in [start, end)."""
+    with fs.open(path, "rb", block_size=READ_BLOCK) as f:
+        if start > 0:
+            f.seek(start - 1)
+            f.readline()  # the rest of a line that started before `start` belongs to the unit before
+        pos = f.tell()
+        while pos < end:
+            line = f.readline()
+            if not line:
+                break
+            yield pos, line
+            pos += len(line)
+
+
+def _parquet(fs, path: str, piece: Piece, opts: ReadOptions) -> Iterator[Record]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
         raise UserError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow)") from None
-    pf = pq.ParquetFile(path)
-    if field not in pf.schema_arrow.names:
-        raise SkipDoc("missing_field", f"no {field!r} column (columns: {', '.join(pf.schema_arrow.names)})")
-    starts, total = [], 0
-    for g in range(pf.num_row_groups):
-        starts.append(total)
-        total += pf.metadata.row_group(g).num_rows
-    for g in (range(pf.num_row_groups) if row_groups is None else row_groups):
-        column = pf.read_row_group(g, columns=[field]).column(0)
-        for r, value in enumerate(column.to_pylist()):
-            yield g, r, starts[g] + r + 1, value
+    rel = piece.file.relpath
+    with fs.open(path, "rb") as handle:
+        pf = pq.ParquetFile(handle)
+        if opts.text_field not in pf.schema_arrow.names:
+            raise SkipDoc("missing_field", f"no {opts.text_field!r} column "
+                                           f"(columns: {', '.join(pf.schema_arrow.names)})")
+        end = pf.num_row_groups if piece.end < 0 else piece.end
+        row = piece.first_row
+        for g in range(piece.start, end):
+            for value in pf.read_row_group(g, columns=[opts.text_field]).column(0).to_pylist():
+                row += 1
+                yield _record(row, f"{rel}:{row}", field_text, {opts.text_field: value},
+                              opts.text_field, opts.on_invalid_utf8, False)
 
 
-def scan_file(src: SourceFile, field: str, policy: str) -> Iterator[DocRef | Skipped]:
-    """Every document of one file in order, each either usable (DocRef) or Skipped with a reason."""
+def _binidx(piece: Piece, opts: ReadOptions) -> Iterator[Record]:
+    from .binidx import BinIdx
+
+    data = BinIdx(piece.file.path)
+    first, stop = data.document_at_byte(piece.start), data.document_at_byte(piece.end)
+    rel = piece.file.relpath
+    for number, ids in data.read(first, stop):
+        if ids.size and (int(ids.max()) >= opts.vocab_size or int(ids.min()) < 0):
+            bad = int(ids.max()) if int(ids.max()) >= opts.vocab_size else int(ids.min())
+            raise UserError(f"{data.bin_path}: document {number} holds id {bad}, outside the "
+                            f"tokenizer's vocabulary of {opts.vocab_size} (data.tokenizer must name the "
+                            f"tokenizer the file was made with)")
+        stripped = bool(ids.size) and int(ids[-1]) == opts.eot_id
+        if stripped:
+            ids = ids[:-1]
+        if ids.size == 0:
+            yield Record(number, f"{rel}.bin#{number}", None, None, False, ("empty", "no ids"))
+        else:
+            yield Record(number, f"{rel}.bin#{number}", ids, None, stripped, None)
+
+
+def _read(piece: Piece, opts: ReadOptions) -> Iterator[Record]:
+    f = piece.file
+    if f.kind == BINIDX:
+        yield from _binidx(piece, opts)
+        return
+    fs, path = filesystem(f.path)
+    if f.kind == TEXT:
+        yield _record(0, f.relpath, parse_text_file, fs.cat_file(path), opts.on_invalid_utf8)
+    elif f.kind == JSONL:
+        for index, (offset, line) in enumerate(_jsonl_lines(fs, path, piece.start, piece.end)):
+            yield _record(index, f"{f.relpath}@{offset}", parse_json_line, line, opts.text_field,
+                          opts.on_invalid_utf8)
+    elif f.kind == JSONL_GZ:
+        with fs.open(path, "rb", compression="gzip", block_size=READ_BLOCK) as handle:
+            for number, line in enumerate(handle, 1):
+                yield _record(number, f"{f.relpath}:{number}", parse_json_line, line, opts.text_field,
+                              opts.on_invalid_utf8)
+    elif f.kind == PARQUET:
+        yield from _parquet(fs, path, piece, opts)
+    else:
+        raise AssertionError(f.kind)
+
+
+def read_piece(piece: Piece, opts: ReadOptions) -> Iterator[Record]:
+    """Every record of a piece in order; a file that cannot be read is one skipped record."""
     try:
-        yield from _scan(src, field, policy)
+        yield from _read(piece, opts)
     except SkipDoc as err:
-        yield Skipped(err.reason, src.path, err.detail)
+        yield Record(-1, piece.file.relpath, None, None, False, (err.reason, err.detail))
     except (OSError, EOFError, ValueError) as err:  # unreadable, corrupt gzip or Parquet
-        yield Skipped("unreadable", src.path, f"cannot read: {err}")
-
-
-def _scan(src: SourceFile, field: str, policy: str) -> Iterator[DocRef | Skipped]:
-    def record(source: str, relid: str, loc, parse, *args) -> DocRef | Skipped:
-        try:
-            _, data, repaired = parse(*args)
-        except SkipDoc as err:
-            return Skipped(err.reason, source, err.detail)
-        return DocRef(source, relid, src.path, src.kind, loc, len(data), digest_of(data), repaired)
-
-    if src.kind == TEXT:
-        with open(src.path, "rb") as f:
-            raw = f.read()
-        yield record(src.path, src.relpath, None, parse_text_file, raw, policy)
-    elif src.kind in (JSONL, JSONL_GZ):
-        opener = gzip.open if src.kind == JSONL_GZ else open
-        with opener(src.path, "rb") as f:
-            for number, offset, line in _lines(f):
-                loc = number if src.kind == JSONL_GZ else (offset, len(line))
-                yield record(f"{src.path}:{number}", f"{src.relpath}:{number}", loc,
-                             parse_json_line, line, field, policy)
-    elif src.kind == PARQUET:
-        for g, r, number, value in _parquet_rows(src.path, field):
-            yield record(f"{src.path}:{number}", f"{src.relpath}:{number}", (g, r),
-                         _field_text, {field: value}, field, policy, False)
-    else:
-        raise AssertionError(src.kind)
-
-
-def _read_group(path: str, kind: str, refs: list[DocRef], field: str, policy: str):
-    """(ref, text) for refs that all live in one file, in the refs' order."""
-    if kind == TEXT:
-        for ref in refs:
-            with open(path, "rb") as f:
-                yield ref, parse_text_file(f.read(), policy)
-    elif kind == JSONL:
-        with open(path, "rb") as f:
-            for ref in refs:
-                offset, length = ref.loc
-                f.seek(offset)
-                yield ref, parse_json_line(f.read(length), field, policy)
-    elif kind == JSONL_GZ:
-        wanted = {ref.loc: ref for ref in refs}
-        last = max(wanted)
-        with gzip.open(path, "rb") as f:
-            for number, _, line in _lines(f):
-                if number in wanted:
-                    yield wanted[number], parse_json_line(line, field, policy)
-                if number >= last:
-                    break
-    elif kind == PARQUET:
-        wanted = {ref.loc: ref for ref in refs}
-        groups = sorted({g for g, _ in wanted})
-        for g, r, _, value in _parquet_rows(path, field, groups):
-            if (g, r) in wanted:
-                yield wanted[(g, r)], _field_text({field: value}, field, policy, False)
-    else:
-        raise AssertionError(kind)
-
-
-def read_documents(refs: list[DocRef], field: str, policy: str) -> Iterator[tuple[DocRef, str]]:
-    """Each ref's text, checked against the digest the scan recorded (the source must not change)."""
-    start = 0
-    while start < len(refs):
-        end = start
-        while end < len(refs) and refs[end].path == refs[start].path:
-            end += 1
-        group = refs[start:end]
-        seen = 0
-        try:
-            for ref, parsed in _read_group(group[0].path, group[0].kind, group, field, policy):
-                text, data, _ = parsed
-                if len(data) != ref.nbytes or digest_of(data) != ref.digest:
-                    raise UserError(f"{ref.source} changed while data_prep was running; run it again")
-                seen += 1
-                yield ref, text
-        except SkipDoc as err:
-            raise UserError(f"{group[0].path} changed while data_prep was running ({err.detail}); "
-                            "run it again") from None
-        except (OSError, EOFError) as err:
-            raise UserError(f"cannot read {group[0].path} again: {err}") from None
-        if seen != len(group):
-            raise UserError(f"{group[0].path} changed while data_prep was running (records are "
-                            "missing); run it again")
-        start = end
-
+        yield Record(-1, piece.file.relpath, None, None, False, ("unreadable", f"cannot read: {err}"))

@@ -1,20 +1,20 @@
-"""Which files make up the corpus, in a fixed order, and how each one holds its documents.
+"""Which files make up the corpus, in a fixed order, with their sizes: the only listing the driver
+does (its cost grows with the number of files, never with the number of documents).
 
-`data.input` is a file, a directory tree or a glob; unset, it is this Python's standard library
+`data.input` is a file, a directory tree, a glob or a binidx corpus (`name.bin`, `name.idx` or the
+prefix `name`), each a local path or an fsspec URL; unset, it is this Python's standard library
 `*.py` sources (a real ~30 MB corpus that is always there, so `make data` works offline). Files
-are sorted by path so the document order, hence every shard, depends only on the input.
+are sorted by their path relative to the input root, so the document order depends only on the input.
 """
 from __future__ import annotations
 
-import glob
-import os
 import sysconfig
 from dataclasses import dataclass
-from pathlib import Path
 
 from .errors import UserError
+from .storage import filesystem
 
-TEXT, JSONL, JSONL_GZ, PARQUET = "text", "jsonl", "jsonl.gz", "parquet"
+TEXT, JSONL, JSONL_GZ, PARQUET, BINIDX = "text", "jsonl", "jsonl.gz", "parquet", "binidx"
 _SKIPPED_DIRS = {"site-packages", "dist-packages", "__pycache__"}
 
 
@@ -23,12 +23,17 @@ class SourceFile:
     path: str  # as the user would name it (input joined with the relative path)
     relpath: str  # relative to the input root: the stable part of every document id
     kind: str
+    size: int  # bytes (binidx: of the .bin)
 
 
 @dataclass(frozen=True)
 class Corpus:
     description: str  # the resolved input, for the manifest and messages
     files: list[SourceFile]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(f.size for f in self.files)
 
 
 def kind_of(path: str) -> str:
@@ -42,54 +47,75 @@ def kind_of(path: str) -> str:
     return TEXT
 
 
-def _walk(root: Path, suffix: str | None) -> list[Path]:
-    """Every regular file under root (hidden entries and package caches left out), sorted."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _SKIPPED_DIRS)
-        for name in filenames:
-            if name.startswith(".") or (suffix and not name.endswith(suffix)):
-                continue
-            p = Path(dirpath, name)
-            if p.is_file():
-                found.append(p)
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+def _visible(rel: str) -> bool:
+    parts = rel.split("/")
+    return not any(p.startswith(".") for p in parts) and not any(p in _SKIPPED_DIRS for p in parts[:-1])
 
 
-def _files_under(root: Path, suffix: str | None) -> list[SourceFile]:
-    return [SourceFile(str(p), p.relative_to(root).as_posix(), kind_of(p.name))
-            for p in _walk(root, suffix)]
+def _join(root: str, rel: str) -> str:
+    return f"{root.rstrip('/')}/{rel}"
 
 
-def _glob_root(pattern: str) -> Path:
-    """The directory part of a glob before its first wildcard: ids are relative to it."""
-    parts = Path(pattern).parts
-    fixed = []
-    for part in parts:
-        if glob.has_magic(part):
+def _under(spec: str, fs, base: str, suffix: str | None) -> list[SourceFile]:
+    found = fs.find(base, detail=True)
+    files = []
+    for p, info in found.items():
+        rel = p[len(base.rstrip("/")) + 1:] if p != base else p.rsplit("/", 1)[-1]
+        if info.get("type") != "file" or not _visible(rel) or (suffix and not rel.endswith(suffix)):
+            continue
+        files.append(SourceFile(_join(spec, rel), rel, kind_of(rel), int(info.get("size") or 0)))
+    return sorted(files, key=lambda f: f.relpath)
+
+
+def _glob_root(pattern: str) -> str:
+    """The part of a glob before its first wildcard's directory: ids are relative to it."""
+    cut = min(i for i, c in enumerate(pattern) if c in "*?[")
+    return pattern[:cut].rsplit("/", 1)[0] if "/" in pattern[:cut] else ""
+
+
+def _binidx(spec: str, fs, path: str) -> Corpus | None:
+    for suffix in (".bin", ".idx"):
+        if path.endswith(suffix):
+            prefix, shown = path[: -len(suffix)], spec[: -len(suffix)]
             break
-        fixed.append(part)
-    return Path(*fixed) if fixed else Path(".")
+    else:
+        prefix, shown = path, spec
+        if not (fs.isfile(prefix + ".bin") and fs.isfile(prefix + ".idx")):
+            return None
+    if not fs.isfile(prefix + ".bin") or not fs.isfile(prefix + ".idx"):
+        missing = shown + (".idx" if fs.isfile(prefix + ".bin") else ".bin")
+        raise UserError(f"data.input={spec!r}: {missing} is missing (a binidx corpus needs both .bin and .idx)")
+    name = prefix.rsplit("/", 1)[-1]
+    return Corpus(f"{shown}.bin + .idx (binidx)",
+                  [SourceFile(shown, name, BINIDX, int(fs.size(prefix + ".bin")))])
 
 
-def find_corpus(input_spec: str | None) -> Corpus:
+def find_corpus(spec: str | None) -> Corpus:
     """Resolve data.input to its sorted source files; a missing path is a UserError."""
-    if input_spec is None:
-        stdlib = Path(sysconfig.get_paths()["stdlib"])
-        return Corpus(f"{stdlib}/**/*.py (the Python standard library)", _files_under(stdlib, ".py"))
-    if glob.has_magic(input_spec):
-        root = _glob_root(input_spec)
-        matches = {p for p in glob.glob(input_spec, recursive=True) if Path(p).is_file()}
-        if not matches:
-            raise UserError(f"data.input={input_spec!r}: the glob matches no files")
-        files = [SourceFile(p, Path(p).relative_to(root).as_posix(), kind_of(p)) for p in matches]
-        return Corpus(input_spec, sorted(files, key=lambda f: f.relpath))
-    path = Path(input_spec)
-    if path.is_dir():
-        files = _files_under(path, None)
+    if spec is None:
+        stdlib = sysconfig.get_paths()["stdlib"]
+        fs, base = filesystem(stdlib)
+        return Corpus(f"{stdlib}/**/*.py (the Python standard library)", _under(stdlib, fs, base, ".py"))
+    fs, path = filesystem(spec)
+    if any(c in spec for c in "*?["):
+        root = _glob_root(spec)
+        fs_root = filesystem(root or ".")[1]
+        matches = fs.glob(path, detail=True)
+        files = [SourceFile(p if "://" not in spec else fs.unstrip_protocol(p),
+                            p[len(fs_root.rstrip("/")) + 1:], kind_of(p), int(info.get("size") or 0))
+                 for p, info in matches.items() if info.get("type") == "file"]
         if not files:
-            raise UserError(f"data.input={input_spec!r}: the directory holds no files")
-        return Corpus(input_spec, files)
-    if path.is_file():
-        return Corpus(input_spec, [SourceFile(input_spec, path.name, kind_of(path.name))])
-    raise UserError(f"data.input={input_spec!r}: no such file or directory")
+            raise UserError(f"data.input={spec!r}: the glob matches no files")
+        return Corpus(spec, sorted(files, key=lambda f: f.relpath))
+    found = _binidx(spec, fs, path)
+    if found is not None:
+        return found
+    if fs.isdir(path):
+        files = _under(spec, fs, path, None)
+        if not files:
+            raise UserError(f"data.input={spec!r}: the directory holds no files")
+        return Corpus(spec, files)
+    if fs.isfile(path):
+        name = path.rsplit("/", 1)[-1]
+        return Corpus(spec, [SourceFile(spec, name, kind_of(name), int(fs.size(path)))])
+    raise UserError(f"data.input={spec!r}: no such file or directory")
