@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Optional
 
 RUN_ID_FILE = "mlflow_run_id"
+# the MLflow 3 UI opens an experiment with this tag as model training, not as GenAI evaluation
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 @dataclass
@@ -24,6 +26,7 @@ class TrackingConfig:
     uri: Optional[str] = None  # unset: the embedded store in `dir`
     dir: str = "mlruns"  # the embedded store: mlflow.db + artifacts/
     experiment: str = "goldfinch"
+    system_metrics_every: float = 10.0  # seconds between CPU/memory/GPU samples (0 = off)
 
 
 def store_uris(cfg: TrackingConfig) -> tuple[str, str | None]:
@@ -55,11 +58,15 @@ class Tracker:
         self.run_id: str | None = None
         self.logged_up_to = 0  # the highest step already in the MLflow run
         self.on = enabled and cfg.enabled
+        self.monitor = None  # MLflow's system metrics sampler (a thread)
 
     def _fail(self, what: str, err: Exception) -> None:
         warnings.warn(f"MLflow {what} failed ({type(err).__name__}: {err}); training goes on without "
                       f"tracking, metrics stay in {self.run_dir / 'metrics.jsonl'}", stacklevel=3)
         self.on, self.client = False, None
+        if self.monitor is not None:
+            self.monitor._shutdown_event.set()  # its thread ends at its next wake-up
+            self.monitor = None
 
     def start(self, run_name: str, params: dict, tags: dict[str, str]) -> None:
         if not self.on:
@@ -74,6 +81,7 @@ class Tracker:
             if id_file.is_file():
                 self.run_id = id_file.read_text().strip()
                 self.client.update_run(self.run_id, status="RUNNING")
+                exp_id = self.client.get_run(self.run_id).info.experiment_id
                 history = self.client.get_metric_history(self.run_id, "loss")
                 self.logged_up_to = max((m.step for m in history), default=0)
             else:
@@ -85,10 +93,35 @@ class Tracker:
                 for i in range(0, len(items), 100):
                     self.client.log_batch(self.run_id, params=items[i:i + 100])
                 id_file.write_text(self.run_id + "\n")
+            self.client.set_experiment_tag(exp_id, *EXPERIMENT_KIND)
             for key, value in tags.items():
                 self.client.set_tag(self.run_id, key, value)
+            self._start_system_metrics(uri)
         except Exception as err:
             self._fail("start", err)
+
+    def _start_system_metrics(self, uri: str) -> None:
+        """CPU, memory, disk, network (and GPU where NVML finds one) as system/* metrics, in the
+        run's System metrics tab; a resumed run continues their step count."""
+        if not self.cfg.system_metrics_every:
+            return
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        self.monitor = SystemMetricsMonitor(self.run_id, self.cfg.system_metrics_every,
+                                            resume_logging=True, tracking_uri=uri)
+        self.monitor.start()
+
+    def log_metrics(self, values: dict[str, float], step: int) -> None:
+        """Metrics at a step whatever the loss curve has reached (evaluation scores)."""
+        if not self.on:
+            return
+        try:
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in values.items()])
+        except Exception as err:
+            self._fail("logging", err)
 
     def log_step(self, record: dict) -> None:
         if not self.on or record["step"] <= self.logged_up_to:
@@ -124,6 +157,9 @@ class Tracker:
         if not self.on:
             return
         try:
+            if self.monitor is not None:
+                self.monitor.finish()
+                self.monitor = None
             self.client.set_terminated(self.run_id, status=status)
         except Exception as err:
             self._fail("finish", err)

@@ -1,0 +1,1 @@
+"""Downstream evaluation: lm-evaluation-harness over our models, its results and where they go."""
