@@ -6,6 +6,8 @@ Layout under runs/<name>/checkpoints/:
     latest                   the tag of the newest complete checkpoint (replaced atomically)
 
 A kill at any moment leaves at worst a tag without COMPLETE, which is never loaded. A checkpoint
+written by another number of ranks is first converted by rank 0 into DeepSpeed's universal format
+(step00000100/universal/, kept beside it), which every rank then loads into its own partition. A checkpoint
 whose files no longer match the sizes COMPLETE recorded (torn by a failing disk or a copy), or
 that fails to load, is skipped with a warning in favour of the one before it.
 """
@@ -175,27 +177,78 @@ def find_resume_tag(ckpt_dir: Path) -> str | None:
     return next((tag for tag in candidates(ckpt_dir) if verify(ckpt_dir / tag) is None), None)
 
 
-def _load_one(engine, ckpt_dir: Path, tag: str, rank: int) -> tuple[dict, dict]:
+UNIVERSAL = "universal"
+
+
+def saved_world(tag_dir: Path) -> int:
+    """How many ranks wrote a checkpoint (each leaves its rank<R>.pt)."""
+    return len(list(tag_dir.glob("rank*.pt")))
+
+
+def needs_universal(train, saved: int, world: int) -> bool:
+    """Optimizer state partitioned over ranks (ZeRO, or the bf16 optimizer) must be converted to
+    be loaded by another number of ranks; unpartitioned fp32 state loads as it is."""
+    return saved != world and (train.zero_stage > 0 or train.precision == "bf16")
+
+
+def to_universal(tag_dir: Path) -> Path:
+    """DeepSpeed's universal checkpoint of `tag_dir` (made once, by one process): every
+    parameter's fp32 weights and Adam moments whole, loadable by any number of ranks."""
+    out = tag_dir / UNIVERSAL
+    if (out / COMPLETE).is_file():
+        return out
+    import argparse
+
+    from deepspeed.checkpoint import ds_to_universal
+
+    tmp = tag_dir / (UNIVERSAL + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
+    ds_to_universal.main(argparse.Namespace(
+        input_folder=str(tag_dir), output_folder=str(tmp), num_extract_workers=1, num_merge_workers=1,
+        keep_temp_folder=False, strict=True, inject_missing_state=True))
+    _write_atomic(tmp / COMPLETE, json.dumps({"from": tag_dir.name}))
+    tmp.replace(out)
+    return out
+
+
+def _load_one(engine, ckpt_dir: Path, tag: str, rank: int, universal: bool) -> tuple[dict, dict]:
     problem = verify(ckpt_dir / tag)
     if problem:
         raise RuntimeError(problem)
-    rank_file = ckpt_dir / tag / f"rank{rank}.pt"
+    saved = saved_world(ckpt_dir / tag)
+    # the loader position is the same on every rank; a rank beyond the saved ones takes the RNG
+    # state of rank (rank mod saved)
+    rank_file = ckpt_dir / tag / f"rank{rank % max(saved, 1)}.pt"
     if not rank_file.is_file():
-        raise RuntimeError(f"no state for rank {rank} (saved with a different number of processes?)")
+        raise RuntimeError(f"no state for rank {rank}")
     rank_state = torch.load(rank_file, weights_only=True)
-    path, client_state = engine.load_checkpoint(str(ckpt_dir), tag=tag)
+    if universal:
+        path, client_state = engine.load_checkpoint(str(ckpt_dir / tag), tag=UNIVERSAL)
+    else:
+        path, client_state = engine.load_checkpoint(str(ckpt_dir), tag=tag)
     if path is None:
         raise RuntimeError("DeepSpeed could not load it")
     return client_state, rank_state
 
 
-def load_newest(engine, ckpt_dir: Path, rank: int, tags: list[str] | None = None):
+def load_newest(engine, ckpt_dir: Path, rank: int, tags: list[str] | None = None,
+                universal: bool = False):
     """Restore the newest loadable checkpoint on every rank; returns (tag, client, rank_state) or
-    None when there is none. Ranks agree on each attempt, so all end on the same checkpoint."""
+    None when there is none. Ranks agree on each attempt, so all end on the same checkpoint.
+    `universal`: the engine loads the universal form (converted here by rank 0 first)."""
     for tag in candidates(ckpt_dir) if tags is None else tags:
         ok, why = torch.ones(1), ""
+        if universal and rank == 0:
+            try:
+                to_universal(ckpt_dir / tag)
+            except Exception as err:  # DeepSpeed's converter asserts on what it cannot convert
+                ok, why = torch.zeros(1), f"conversion to a universal checkpoint failed: {_describe(err)}"
+        torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
         try:
-            client, rank_state = _load_one(engine, ckpt_dir, tag, rank)
+            if not ok.item():
+                raise RuntimeError(why or "conversion failed on rank 0")
+            client, rank_state = _load_one(engine, ckpt_dir, tag, rank, universal)
         except Exception as err:  # a torn file can fail in any unpickling or tensor code
             ok, why = torch.zeros(1), f"{type(err).__name__}: {err}"
         torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)

@@ -22,11 +22,24 @@ SCHEDULES = ("cosine", "linear")
 
 
 @dataclass
+class MixSource:
+    path: str = ""  # a data dir (local path or fsspec URL)
+    weight: float = 1.0  # relative: the shares are weight / sum of weights
+
+
+DEFAULT_DATA_PATH = "data/default"
+
+
+@dataclass
 class TrainDataConfig(DataConfig):
-    path: str = "data/default"  # a data dir built by `python -m data_prep`
+    path: str = DEFAULT_DATA_PATH  # a data dir built by `python -m data_prep` (path or fsspec URL)
     # hash each shard against the manifest the first time a process reads it (sizes are always
     # checked when the data dir is opened); costs about one extra read of each shard per process
     verify_shards: bool = True
+    mix: list[MixSource] = field(default_factory=list)  # instead of path: a weighted mixture
+    shuffle_shards: int = 4  # shards whose windows are shuffled together (the shuffle buffer)
+    read_ahead: int = 2  # optimizer steps whose shards are read ahead on a background thread
+    retries: int = 3  # retries of a failed read from object storage
 
 
 @dataclass
@@ -88,6 +101,21 @@ class RunConfig:
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
 
 
+def _check_data(d: TrainDataConfig) -> None:
+    for key in ("shuffle_shards", "read_ahead", "retries"):
+        if getattr(d, key) < (1 if key == "shuffle_shards" else 0):
+            raise ValueError(f"data.{key}={getattr(d, key)!r}: must be >= "
+                             f"{1 if key == 'shuffle_shards' else 0}")
+    if d.mix and d.path != DEFAULT_DATA_PATH:
+        raise ValueError(f"data.path={d.path!r} and data.mix are both set: name the data dirs of a "
+                         "mixture in data.mix only")
+    for i, source in enumerate(d.mix):
+        if not source.path:
+            raise ValueError(f"data.mix[{i}].path: empty; every source names a data dir")
+        if not source.weight > 0:
+            raise ValueError(f"data.mix[{i}].weight={source.weight!r}: must be > 0")
+
+
 def _check(cfg: RunConfig) -> None:
     t = cfg.train
 
@@ -120,6 +148,7 @@ def _check(cfg: RunConfig) -> None:
                   "partitions: evaluate the checkpoints with python -m pipeline.lm_eval instead")
     if not t.run_name or "/" in t.run_name:
         raise bad("run_name", "must be a non-empty name without '/'")
+    _check_data(cfg.data)
     cfg.model.validate()
 
 

@@ -3,7 +3,8 @@
 Shards are split across ranks deterministically: each epoch permutes the shard list with the seed
 and rank r takes every world-th shard. With fewer shards than ranks, every rank reads all shards
 and takes every world-th window instead. Either way ranks see disjoint data and an epoch covers
-every token once. The stream's position is a few integers plus < ctx_len+1 carried tokens, so it is
+every token once. Training itself reads through `pipeline.data` (a global order that does not
+depend on the number of ranks); this stream serves validation and evaluation. The stream's position is a few integers plus < ctx_len+1 carried tokens, so it is
 saved with each checkpoint and restored exactly.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .data import remote
 from .errors import PipelineError
 
 EOT = "<|endoftext|>"
@@ -27,7 +29,7 @@ EOT = "<|endoftext|>"
 @dataclass(frozen=True)
 class Shard:
     name: str
-    path: Path
+    path: Path | str  # a str for a URL
     samples: int
     tokens: int
     sha256: str | None = None
@@ -38,16 +40,16 @@ class ShardError(PipelineError):
     """A shard that is missing, torn, altered or holds ids outside the tokenizer: one line that
     names the shard and how to rebuild it."""
 
-    def __init__(self, path: Path, problem: str):
-        rebuild = (f"rebuild it with python -m data_prep data.output={path.parent} (the same "
+    def __init__(self, path: Path | str, problem: str):
+        rebuild = (f"rebuild it with python -m data_prep data.output={remote.parent(path)} (the same "
                    "input and config), which re-checks every shard's sha256 and rewrites bad ones")
         super().__init__(" ".join(f"shard {path}: {problem}; {rebuild}".split()))
 
 
-def read_shard(path: Path, sha256: str | None = None) -> list[np.ndarray]:
+def read_shard(path: Path | str, sha256: str | None = None, retries: int = 3) -> list[np.ndarray]:
     """All documents of one shard, in stored order; with `sha256`, the file must hash to it."""
     try:
-        raw = path.read_bytes()
+        raw = remote.read_bytes(path, retries)
     except OSError as err:
         raise ShardError(path, f"cannot be read ({err})") from err
     if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256:
@@ -150,54 +152,60 @@ class TokenStream:
 
 @dataclass
 class DataDir:
-    path: Path
+    path: Path | str  # a str for a URL
     manifest: dict
     vocab_size: int
     eot: int
     splits: dict[str, list[Shard]]
     tokenizer_sha256: str = ""
     verify_shards: bool = True  # hash each shard the first time this process reads it
+    manifest_sha256: str = ""
+    retries: int = 3  # reads of a URL
     _verified: set[str] = field(default_factory=set, repr=False)
 
     @classmethod
-    def open(cls, path: str | Path, verify_shards: bool = True) -> "DataDir":
+    def open(cls, path: str | Path, verify_shards: bool = True, retries: int = 3) -> "DataDir":
         """Checks what is cheap at once: the manifest, the tokenizer, and that every listed shard
-        exists with the size the manifest recorded. Contents are hashed on first read."""
+        exists with the size the manifest recorded (one listing for a URL). Contents are hashed
+        on first read."""
         from data_prep.errors import UserError
         from data_prep.text_codec import load_codec
 
-        path = Path(path)
-        if not path.is_dir():
+        path = path if remote.is_url(path) else Path(path)
+        if not remote.is_dir(path):
             raise FileNotFoundError(f"data dir {path} does not exist: build it with `make data` "
                                     f"(python -m data_prep data.output={path})")
-        manifest_file = path / "manifest.json"
-        if not manifest_file.is_file():
+        sizes = remote.file_sizes(path)
+        manifest_file = remote.join(path, "manifest.json")
+        if "manifest.json" not in sizes:
             raise FileNotFoundError(f"{manifest_file} is missing: {path} is not a complete data dir "
                                     "(re-run python -m data_prep to finish it)")
-        manifest = json.loads(manifest_file.read_text())
+        manifest_bytes = remote.read_bytes(manifest_file, retries)
+        manifest = json.loads(manifest_bytes)
         try:
             codec = load_codec(path)
         except UserError as err:
             raise ValueError(str(err)) from None
         splits: dict[str, list[Shard]] = {"train": [], "val": []}
         for entry in manifest["shards"]:
-            shard = Shard(entry["name"], path / entry["name"], int(entry["samples"]), int(entry["tokens"]),
-                          entry.get("sha256"), entry.get("file_bytes"))
-            if not shard.path.is_file():
+            shard = Shard(entry["name"], remote.join(path, entry["name"]), int(entry["samples"]),
+                          int(entry["tokens"]), entry.get("sha256"), entry.get("file_bytes"))
+            if entry["name"] not in sizes:
                 raise ShardError(shard.path, "is listed in the manifest but missing")
-            size = shard.path.stat().st_size
+            size = sizes[entry["name"]]
             if shard.file_bytes is not None and size != shard.file_bytes:
                 raise ShardError(shard.path, f"has {size} bytes, the manifest recorded "
                                              f"{shard.file_bytes} (torn or altered)")
             splits.setdefault(entry["name"].split("-", 1)[0], []).append(shard)
-        return cls(path, manifest, codec.vocab_size, codec.eot_id, splits, codec.sha256, verify_shards)
+        return cls(path, manifest, codec.vocab_size, codec.eot_id, splits, codec.sha256, verify_shards,
+                   manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(), retries=retries)
 
     def read(self, shard: Shard) -> list[np.ndarray]:
         """A shard's documents, hashed against the manifest the first time this process reads
         it, and checked for ids the tokenizer cannot have made (they would fail on the device
         far from their source)."""
         verify = self.verify_shards and shard.name not in self._verified
-        docs = read_shard(shard.path, shard.sha256 if verify else None)
+        docs = read_shard(shard.path, shard.sha256 if verify else None, self.retries)
         if len(docs) != shard.samples:
             raise ShardError(shard.path, f"holds {len(docs)} documents, the manifest recorded "
                                          f"{shard.samples}")

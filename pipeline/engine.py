@@ -6,8 +6,9 @@ import torch
 from .optim import FiniteAdamW, param_groups
 
 
-def deepspeed_config(train, world: int) -> dict:
-    """The DeepSpeed JSON config for the `train` section (batch sizes are per rank)."""
+def deepspeed_config(train, world: int, universal: bool = False) -> dict:
+    """The DeepSpeed JSON config for the `train` section (batch sizes are per rank); `universal`:
+    the engine will load a universal checkpoint (one written by another number of ranks)."""
     zero: dict = {"stage": train.zero_stage}
     if train.offload_optimizer and train.zero_stage > 0:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
@@ -23,6 +24,7 @@ def deepspeed_config(train, world: int) -> dict:
         "steps_per_print": 2**31 - 1,
         "wall_clock_breakdown": False,
         "zero_allow_untested_optimizer": True,
+        "checkpoint": {"load_universal": universal},
     }
 
 
@@ -39,7 +41,7 @@ def build_optimizer(model: torch.nn.Module, train, carried: set[str] | None = No
 
 
 def build_engine(model: torch.nn.Module, train, world: int, carried: set[str] | None = None,
-                 lr_scale: float = 1.0):
+                 lr_scale: float = 1.0, universal: bool = False):
     """Wrap the model in a DeepSpeed engine whose optimizer holds only trainable parameters."""
     import deepspeed
 
@@ -48,5 +50,5 @@ def build_engine(model: torch.nn.Module, train, world: int, carried: set[str] | 
         deepspeed.zero.register_external_parameter(model, model.head.weight)
     optimizer = build_optimizer(model, train, carried, lr_scale)
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer,
-                                      config=deepspeed_config(train, world))
+                                      config=deepspeed_config(train, world, universal))
     return engine

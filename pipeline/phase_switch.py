@@ -143,14 +143,16 @@ def carried_names(cfg, model, phase: int) -> set[str]:
 
 
 def build_phase_engine(cfg, phase: int, world: int, device: torch.device, model,
-                       carry: tuple[dict, dict, int] | None = None):
+                       carry: tuple[dict, dict, int] | None = None, universal: bool = False):
     """(engine, trainable parameter count) for `phase` over `model`; with `carry` (what `gather`
-    returned for the engine before), fp32 masters, Adam moments and step counts carry over."""
+    returned for the engine before), fp32 masters, Adam moments and step counts carry over.
+    `universal`: the engine is to load a checkpoint written by another number of ranks."""
     trainable = freezing.apply(model, cfg.freeze, phase)
     weights, moments, adam_step = carry or ({}, {}, 0)
     carried = carried_names(cfg, model, phase)
     lr_scale = cfg.freeze.phases[phase].lr_scale if cfg.freeze.phases else 1.0
-    engine = build_engine(model, cfg.train, world, carried=carried, lr_scale=lr_scale)
+    engine = build_engine(model, cfg.train, world, carried=carried, lr_scale=lr_scale,
+                          universal=universal)
     if carry is None:
         return engine, trainable
     from deepspeed.utils import safe_set_full_fp32_param

@@ -21,8 +21,9 @@ from .init_from import source_kind
 # keys that decide what a checkpoint holds or which data it continues with; the rest (max_steps,
 # lr, logging, saving, tracking, export, ...) may change between a run's invocations
 IDENTITY_PREFIXES = ("model.", "freeze.")
-IDENTITY_KEYS = ("data.path", "train.seed", "train.shuffle", "train.micro_batch", "train.global_batch",
-                 "train.grad_accum", "train.zero_stage", "train.precision")
+IDENTITY_KEYS = ("data.path", "data.mix", "data.shuffle_shards", "train.seed", "train.shuffle",
+                 "train.micro_batch", "train.global_batch", "train.grad_accum", "train.zero_stage",
+                 "train.precision")
 TOKENIZER_KEY = "tokenizer_sha256"
 
 

@@ -1,7 +1,6 @@
 """What a run records about itself: tags at the start, the loss curve and the export at the end."""
 from __future__ import annotations
 
-import hashlib
 import socket
 import subprocess
 from pathlib import Path
@@ -26,11 +25,8 @@ def run_tags(cfg, data, dist) -> dict[str, str]:
     """Tags for the tracking run. Collective (all ranks gather their host names)."""
     hosts: list = [None] * dist.world
     torch.distributed.all_gather_object(hosts, socket.gethostname())
-    manifest = (Path(data.path) / "manifest.json").read_bytes()
     return {"git_commit": git_commit(), "world_size": str(dist.world),
-            "host_count": str(len(set(hosts))), "arch": cfg.model.arch,
-            "data_manifest_sha256": hashlib.sha256(manifest).hexdigest(),
-            "data_path": str(Path(data.path).resolve())}
+            "host_count": str(len(set(hosts))), "arch": cfg.model.arch, **data.tags()}
 
 
 def finish_run(cfg, run_dir: Path, records: list[dict], tracker) -> None:

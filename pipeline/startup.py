@@ -46,20 +46,17 @@ def open_run(cfg, dist, ckpt_dir: Path, stream) -> Start:
     engine, built = None, None
     for tag in tags:
         step = _checkpoint_step(root, tag)
-        saved_world = len(list((root / tag).glob("rank*.pt")))  # the trainer's own per-rank files
-        if checkpointing.verify(root / tag) is None and saved_world != dist.world:
-            raise PipelineError(
-                f"checkpoint {root / tag} was saved by {saved_world} ranks, this run has {dist.world}: "
-                "ZeRO cannot re-partition its optimizer state. Resume with the same nodes x processes "
-                f"per node, or start a new run from its weights (train.init_from={root / tag} "
-                "train.run_name=<new name>)")
+        # written by another number of ranks: loaded through DeepSpeed's universal checkpoint
+        universal = checkpointing.needs_universal(cfg.train, checkpointing.saved_world(root / tag),
+                                                  dist.world)
         phase = freezing.phase_at(cfg.freeze, max(step - 1, 0))  # the phase that saved it
-        if engine is None or phase != built:
+        if engine is None or (phase, universal) != built:
             if engine is not None:
                 engine.destroy()
-            engine, trainable = build_phase_engine(cfg, phase, dist.world, dist.device, new_model(cfg))
-            built = phase
-        found = checkpointing.load_newest(engine, root, dist.rank, tags=[tag])
+            engine, trainable = build_phase_engine(cfg, phase, dist.world, dist.device, new_model(cfg),
+                                                   universal=universal)
+            built = (phase, universal)
+        found = checkpointing.load_newest(engine, root, dist.rank, tags=[tag], universal=universal)
         if found is None:
             continue
         _, client, rank_state = found

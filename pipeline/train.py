@@ -23,7 +23,8 @@ from model import build_model
 
 from . import checkpointing, faults, freezing, phase_switch, run_guard
 from .config import RunConfig, fit_to_world, parse_args, resolve_precision, to_yaml
-from .data_loader import DataDir, TokenStream
+from .data.sources import TrainingData, open_sources
+from .data_loader import TokenStream
 from .distributed import Dist, all_mean, init_distributed
 from .errors import PipelineError
 from .flops import flops_per_token, peak_flops
@@ -84,10 +85,10 @@ def announce_phase(phase: int, step: int, trainable: int, progress, tracker) -> 
                       f"events/phase{phase}-step{step + 1}.json")
 
 
-def prepare(cfg: RunConfig) -> tuple[RunConfig, DataDir]:
-    """Open the data dir and fit the model config to it; every error here names what is wrong
+def prepare(cfg: RunConfig) -> tuple[RunConfig, TrainingData]:
+    """Open the data dir(s) and fit the model config to them; every error here names what is wrong
     before any process group or engine is started."""
-    data = DataDir.open(cfg.data.path, cfg.data.verify_shards)
+    data = open_sources(cfg.data)
     if cfg.model.vocab_size is None:
         cfg = replace(cfg, model=replace(cfg.model, vocab_size=data.vocab_size))
     world = int(os.environ.get("WORLD_SIZE", 1))
@@ -120,7 +121,7 @@ def optimizer_step(engine, next_batch, cfg: RunConfig, step: int, dist: Dist) ->
     return all_mean(loss_sum / cfg.train.grad_accum, dist.device), engine.was_step_applied()
 
 
-def train(cfg: RunConfig, data: DataDir) -> None:
+def train(cfg: RunConfig, data: TrainingData) -> None:
     dist = init_distributed()
     cfg = resolve_precision(cfg, dist.device.type == "cuda")
     t = cfg.train
@@ -129,8 +130,8 @@ def train(cfg: RunConfig, data: DataDir) -> None:
     ckpt_dir = run_dir / "checkpoints"
 
     torch.manual_seed(t.seed)  # the same initial weights on every rank
-    stream = data.stream("train", dist.rank, dist.world, cfg.model.ctx_len, t.seed, t.shuffle)
-    val = data.stream("val", dist.rank, dist.world, cfg.model.ctx_len, t.seed, False)
+    stream = data.stream(cfg, dist.rank, dist.world)  # global batches: any number of ranks
+    val = data.first.stream("val", dist.rank, dist.world, cfg.model.ctx_len, t.seed, False)
     start = open_run(cfg, dist, ckpt_dir, stream)
     engine, phase = start.engine, start.phase
     step, tokens_seen, skipped = start.step, start.tokens, start.skipped_steps
@@ -177,6 +178,8 @@ def train(cfg: RunConfig, data: DataDir) -> None:
                 record.update(phase=phase, trainable_params=start.trainable,
                               optimizer_state_bytes=state_bytes)
             record["mfu"] = fpt * record["tokens_per_s"] / peak if peak else None
+            if len(data.sources) > 1:
+                record.update({f"tokens/{k}": v for k, v in stream.tokens_by_source(step).items()})
             if t.val_every and (step % t.val_every == 0 or step == t.max_steps):
                 record["val_loss"] = validate(engine, val, cfg, dist)
             metrics.write(record)
@@ -217,6 +220,7 @@ def train(cfg: RunConfig, data: DataDir) -> None:
         stop.restore()
         if loader:
             loader.close()
+        stream.close()
         if status != "FINISHED":
             tracker.finish(status)
     if dist.is_main and status == "FINISHED":
