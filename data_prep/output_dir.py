@@ -57,7 +57,7 @@ def open_output(store: Store, config: dict, overwrite: bool) -> dict | None:
         store.remove_partials()
         return record
     leftovers = [n for n in store.names() if n != STATE_DIR and not n.endswith(PARTIAL_SUFFIX)]
-    if leftovers:
+    if leftovers and not overwrite:
         listed = ", ".join(leftovers[:5]) + (" ..." if len(leftovers) > 5 else "")
         raise UserError(f"{store.url()} is not empty and was not made by data_prep ({listed}); {HINT}")
     return None

@@ -15,15 +15,14 @@ from data_prep import tokenizer as dp_tokenizer
 from data_prep.config import DataConfig, load_config
 from data_prep.errors import UserError
 from data_prep.job import run
-from data_prep.sharding import assign_splits, group_shards
-from data_prep.readers import DocRef
 from data_prep_helpers import (TRICKY, decoder, make_text, make_text_corpus, read_samples, tree_bytes,
                                write_jsonl)
 
 
 def cfg_for(tmp: Path, *overrides: str, out: str = "out") -> DataConfig:
     return load_config(None, [f"data.output={tmp / out}", "data.vocab_size=400", "data.executor=local",
-                              "data.shard_bytes=3000", "data.val_fraction=0.2", *overrides])
+                              "data.shard_bytes=3000", "data.val_fraction=0.2", "data.unit_bytes=6000",
+                              *overrides])
 
 
 # ---- config -------------------------------------------------------------------------------------
@@ -79,28 +78,26 @@ def test_tokenizer_training_is_deterministic():
     assert dp_tokenizer.train_tokenizer(texts, 350) == dp_tokenizer.train_tokenizer(iter(texts), 350)
 
 
-# ---- plan ---------------------------------------------------------------------------------------
+# ---- units: byte ranges never cut a document ------------------------------------------------------
 
-def _ref(i: int, nbytes: int = 10) -> DocRef:
-    return DocRef(f"f{i}", f"f{i}", f"f{i}", "text", None, nbytes, f"{i:032x}", False)
+def test_unit_boundaries_never_cut_a_document_or_a_utf8_sequence(tmp_path):
+    from data_prep.readers import ReadOptions, read_piece
+    from data_prep.sources import find_corpus
+    from data_prep.units import make_units
 
-
-def test_splits_are_stable_and_topped_up():
-    docs = [_ref(i) for i in range(500)]
-    splits = assign_splits(docs, 0.1, 1, 0)
-    assert 25 < splits.count("val") < 80
-    assert splits == assign_splits(list(docs), 0.1, 1, 0)
-    assert assign_splits(docs[:5], 0.01, 2, 0).count("val") == 2
-    assert assign_splits(docs[:1], 0.5, 3, 0) == ["train"]
-    assert assign_splits(docs, 0.0, 5, 0).count("val") == 0
-
-
-def test_shards_group_consecutive_documents_by_bytes():
-    shards = group_shards(((i, _ref(i, 40)) for i in range(10)), "train", 100)
-    assert [s.name for s in shards] == [f"train-{i:06d}.tar" for i in range(5)]
-    assert [[n for n, _ in s.docs] for s in shards] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
-    (big,) = group_shards([(0, _ref(0, 10**6))], "val", 100)
-    assert big.name == "val-000000.tar" and len(big.docs) == 1
+    texts = [f"{i} \u65e5\u672c\u8a9e \U0001F600 " * (i % 7 + 1) for i in range(60)]
+    lines = [json.dumps({"text": t}, ensure_ascii=False).encode() for t in texts]
+    lines[10] = b'{"text": "raw \xff byte"}'
+    lines[20] = b"{not json"
+    write_jsonl(tmp_path / "big.jsonl", lines)
+    opts = ReadOptions("text", "skip")
+    for unit_bytes in (1, 7, 64, 333, 10**6):
+        units = make_units(find_corpus(str(tmp_path / "big.jsonl")), unit_bytes)
+        got = [rec for u in units for p in u.pieces for rec in read_piece(p, opts)]
+        assert len(got) == len(lines)
+        assert [r.text for r in got if r.skip is None] == [t for i, t in enumerate(texts) if i not in (10, 20)]
+        assert [r.skip[0] for r in got if r.skip] == ["invalid_utf8", "invalid_json"]
+    assert len(make_units(find_corpus(str(tmp_path / "big.jsonl")), 64)) > 10
 
 
 # ---- end to end in one process ---------------------------------------------------------------
@@ -273,15 +270,17 @@ def test_resume_rebuilds_only_what_is_missing_or_damaged(tmp_path, capsys):
     before = tree_bytes(out)
     assert run(cfg, progress=False) and tree_bytes(out) == before
     assert "0 shards built" in capsys.readouterr().out
-    # a killed run leaves: no manifest, a partial tar, a damaged shard, a shard without done-record
-    (out / "manifest.json").unlink()
-    (out / ".train-000001.tar.123-abcd.partial").write_bytes(b"junk")
+    # a damaged shard in a complete dir: only its unit is rebuilt
     (out / "train-000000.tar").write_bytes(b"damaged")
-    (out / ".state" / "train-000002.tar.done.json").unlink()
+    (out / ".train-000001.tar.123-abcd.partial").write_bytes(b"junk")
+    run(cfg, progress=False)
+    assert tree_bytes(out) == before and not list(out.glob(".*.partial"))
+    rebuilt = int(capsys.readouterr().out.split(" shards built")[0].rsplit(" ", 1)[1])
+    assert 1 <= rebuilt < len(json.loads((out / "manifest.json").read_text())["shards"])
+    # no manifest (a run killed while publishing): staged shards are gone, so units are rebuilt
+    (out / "manifest.json").unlink()
     run(cfg, progress=False)
     assert tree_bytes(out) == before
-    assert "2 shards built" in capsys.readouterr().out
-    assert not list(out.glob(".*.partial"))
 
 
 def test_changed_config_or_tokenizer_is_refused_and_overwrite_rebuilds(tmp_path):
