@@ -24,7 +24,7 @@ DEFAULT_DATA := data/default/manifest.json
 # whitespace only, never through a shell, so `torch>=2.4` is not a redirect.
 export TORCH_SPEC
 
-.PHONY: help setup test data train compare bench gpu-check mlflow-ui clean
+.PHONY: help setup test data train eval compare bench gpu-check mlflow-ui clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ data: setup  ## build data/default from the Python standard library (ARGS="key=v
 train: setup  ## the default tiny GoldFinch run (CONFIG=, ARGS=, NPROC=; several nodes: NNODES= NODE_RANK= MASTER_ADDR= MASTER_PORT= or HOSTFILE=, see launch/train.sh)
 	@test -f $(DEFAULT_DATA) || $(MAKE) --no-print-directory data ARGS=
 	$(LITERAL) NPROC=$(NPROC) CONFIG=$(CONFIG) bash launch/train.sh $(ARGS)
+
+eval: setup  ## lm-evaluation-harness on a run (ARGS="--run runs/<name> --tasks lambada_openai,piqa [--step N] [--limit N]")
+	$(LITERAL) $(PY) -m pipeline.lm_eval $(ARGS)
 
 compare: setup  ## GoldFinch vs Finch vs Llama on the same data and tokens -> docs/RESULTS.md (COMPARE_STEPS=, ARGS=)
 	@test -f $(DEFAULT_DATA) || $(MAKE) --no-print-directory data ARGS=
