@@ -30,8 +30,8 @@ def one_node(two_rank_zero2):
 
 
 def four_steps(tmp, run: str) -> list[str]:
-    return overrides(tmp, run, "train.max_steps=4", f"train.out_dir={tmp / 'runs'}",
-                     f"tracking.dir={tmp / 'mlruns'}")
+    return overrides(tmp, run, "train.max_steps=4", "train.global_batch=8", "train.micro_batch=2",
+                     f"train.out_dir={tmp / 'runs'}", f"tracking.dir={tmp / 'mlruns'}")
 
 
 @pytest.mark.slow

@@ -68,9 +68,16 @@ def test_zero_stages_give_the_same_losses_and_weights(data, plain_run):
 
 @pytest.mark.slow
 def test_two_ranks_equal_one_rank_with_grad_accum(data, two_rank_zero2):
-    """The same global batch of 8 windows: 1 rank x 2 accumulation steps, or 2 ranks x 1."""
-    args = ["train.max_steps=4", "train.global_batch=8", "train.zero_stage=2", "train.export=false"]
-    run_train(data, "train.run_name=accum", *args)
+    """The same global batches of 8 windows on multi-shard data: 1 rank x 4 accumulation steps,
+    or 2 ranks x 2: the same tokens at every step, and the same losses."""
+    from pipeline.data.batch_log import read_steps
+
+    args = ["train.max_steps=4", "train.global_batch=8", "train.micro_batch=2", "train.zero_stage=2",
+            "train.export=false"]
+    run_train(data, "train.run_name=accum", *args, env={"GOLDFINCH_BATCH_LOG": str(data / "batches" / "accum")})
+    ref, accum = read_steps(data / "batches" / "ref"), read_steps(data / "batches" / "accum")
+    # the same 8 windows at every step (the loader reads ahead: later steps are logged too)
+    assert all(len(accum[s]) == 8 and accum[s] == ref[s] for s in range(1, 5))
     # `make train NPROC=2` goes through launch/train.sh and the deepspeed launcher
     launch = [*TINY, f"data.path={data / 'data'}", f"train.out_dir={data / 'runs'}",
               "train.run_name=launcher", *args]
