@@ -3,9 +3,9 @@
 Shards are split across ranks deterministically: each epoch permutes the shard list with the seed
 and rank r takes every world-th shard. With fewer shards than ranks, every rank reads all shards
 and takes every world-th window instead. Either way ranks see disjoint data and an epoch covers
-every token once. Training itself reads through `pipeline.data` (a global order that does not
-depend on the number of ranks); this stream serves validation and evaluation. The stream's position is a few integers plus < ctx_len+1 carried tokens, so it is
-saved with each checkpoint and restored exactly.
+every token once. The stream's position is a few integers plus < ctx_len+1 carried tokens.
+Training itself reads through `pipeline.data` (a global order that does not depend on the number
+of ranks); this stream serves validation and evaluation.
 """
 from __future__ import annotations
 

@@ -143,7 +143,8 @@ def test_mixture_config_is_checked_up_front(dirs):
     def cfg(*overrides):
         return load_run_config(None, list(overrides)).data
 
-    data = open_sources(cfg(f"data.mix=[{{path: {root / 'a'}, weight: 2}},{{path: {root / 'b'}, weight: 1}}]"))
+    data = open_sources(cfg(f"data.mix=[{{path: {root / 'a'}, weight: 2}},"
+                            f"{{path: {root / 'b'}, weight: 1}}]"))
     assert [s.name for s in data.sources] == ["a", "b"] and data.vocab_size == 300
     tags = data.tags()
     assert tags["data_mix/b/manifest_sha256"] == data.sources[1].data.manifest_sha256

@@ -74,7 +74,8 @@ def test_two_ranks_equal_one_rank_with_grad_accum(data, two_rank_zero2):
 
     args = ["train.max_steps=4", "train.global_batch=8", "train.micro_batch=2", "train.zero_stage=2",
             "train.export=false"]
-    run_train(data, "train.run_name=accum", *args, env={"GOLDFINCH_BATCH_LOG": str(data / "batches" / "accum")})
+    run_train(data, "train.run_name=accum", *args,
+              env={"GOLDFINCH_BATCH_LOG": str(data / "batches" / "accum")})
     ref, accum = read_steps(data / "batches" / "ref"), read_steps(data / "batches" / "accum")
     # the same 8 windows at every step (the loader reads ahead: later steps are logged too)
     assert all(len(accum[s]) == 8 and accum[s] == ref[s] for s in range(1, 5))
