@@ -2,7 +2,8 @@
 
 1. a DeepSpeed (ZeRO-1, fp32) optimizer step vs a plain torch AdamW step, same tiny model and batch
    (goal: <= 1.15x);
-2. the loader's tokens/s (shard reading + packing) vs the trainer's consumption (goal: >= 50x);
+2. the training loader's tokens/s (pipeline.data: the global window order, shard reading and
+   joining, one rank's slices) vs the trainer's consumption (goal: >= 50x);
 3. what checking each shard's sha256 on its first read (data.verify_shards, on by default) adds
    to the loader's first epoch (goal: < 5%).
 
@@ -57,7 +58,7 @@ def main() -> None:
         data_path = Path(tempfile.mkdtemp()) / "data"
         make_data_dir(data_path, docs_per_shard=(400, 400), val_docs=(10,), max_len=400)
     data = DataDir.open(data_path)
-    stream = data.stream("train", 0, 1, args.ctx, 0, True)
+    stream = train_stream(data, args, 0)
     batches = [stream.next_batch(args.micro_batch) for _ in range(args.steps)]
 
     dist = init_distributed()
@@ -98,7 +99,7 @@ def main() -> None:
     print(f"deepspeed step     {ds_t * 1000:8.1f} ms   {tokens / ds_t:8.0f} tok/s")
     print(f"deepspeed / plain  {ds_t / plain_t:.3f}x   (goal <= 1.15x)")
 
-    loader = data.stream("train", 0, 1, args.ctx, 1, True)
+    loader = train_stream(data, args, 1)
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < 3.0:
         n += loader.next_batch(args.micro_batch).numel()
@@ -117,12 +118,24 @@ def main() -> None:
           f"(+{(checked_t / plain_t - 1) * 100:.1f}%, goal < 5%)")
 
 
+def train_stream(data, args, seed: int):
+    """One rank's training micro-batches, as the trainer reads them (default shuffle buffer)."""
+    from pipeline.config import TrainDataConfig
+    from pipeline.data.global_batches import GlobalBatches
+
+    d = TrainDataConfig()
+    return GlobalBatches([data], [1.0], ["data"], args.ctx, seed, True, d.shuffle_shards,
+                         args.micro_batch, 1, 0, 1, d.read_ahead)
+
+
 def epoch_seconds(data, args) -> float:
-    stream = data.stream("train", 0, 1, args.ctx, 1, True)
+    stream = train_stream(data, args, 1)
     t0 = time.perf_counter()
-    while stream.epoch == 0:
+    for _ in range(stream.orders[0].per_epoch // args.micro_batch):
         stream.next_batch(args.micro_batch)
-    return time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    stream.close()
+    return seconds
 
 
 if __name__ == "__main__":
