@@ -184,6 +184,7 @@ def test_cli_scores_files_and_mlflow(trained, lm, capsys):
     run_id = (run / "mlflow_run_id").read_text().strip()
     assert [m.step for m in client.get_metric_history(run_id, "eval/tiny_roll/word_perplexity")] == [2]
     assert [m.step for m in client.get_metric_history(run_id, "eval/tiny_gen/exact_match")] == [2]
+    assert not [k for k in client.get_run(run_id).data.metrics if k.endswith("sample_len")]
     artifacts = {a.path for a in client.list_artifacts(run_id, "eval")}
     assert {"eval/step-2.json", "eval/step-2-samples.jsonl", "eval/step-4.json"} <= artifacts
 

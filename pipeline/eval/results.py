@@ -42,13 +42,14 @@ def write(results: dict, out_dir: Path, step: int | None) -> tuple[Path, Path]:
 
 def scores(results: dict) -> dict[str, float]:
     """`eval/<task>/<metric>` -> value for every numeric score of every task and group. lm-eval
-    names a score `metric,filter`; the default filter ("none") is dropped, others are appended."""
+    names a score `metric,filter`; the default filter ("none") is dropped, others are appended.
+    Keys without a filter are bookkeeping (sample_len), not scores."""
     out = {}
     for section in ("results", "groups"):
         for task, metrics in results.get(section, {}).items():
             for key, value in metrics.items():
-                if not isinstance(value, (int, float)) or isinstance(value, bool):
-                    continue
+                if "," not in key or not isinstance(value, (int, float)) or isinstance(value, bool):
+                    continue  # not a score (sample_len), or not a number ("N/A" standard errors)
                 metric, _, filt = key.partition(",")
                 name = metric if filt in ("", "none") else f"{metric}.{filt}"
                 out[BAD_CHARS.sub("_", f"eval/{task}/{name}")] = float(value)
