@@ -22,7 +22,6 @@ from .batch_log import BatchLog
 from .mixture import Mixture
 from .order import SourceOrder
 
-CACHED_SHARDS = 16  # joined shards kept in memory per rank (a few buffers' worth)
 
 
 class GlobalBatches:
@@ -44,6 +43,8 @@ class GlobalBatches:
         self._slice: np.ndarray | None = None
         self._lock = threading.Lock()
         self._cache: OrderedDict = OrderedDict()  # (source, epoch, shard) -> joined tokens
+        # two shuffle buffers per source: the current group's shards and the next one's
+        self._capacity = 2 * max(buffer, 1) * len(sources) + 2
         self._pending: dict[tuple, Future] = {}
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-read-ahead") \
             if read_ahead else None
@@ -89,7 +90,7 @@ class GlobalBatches:
         joined = pending.result() if pending else self._load(key)
         with self._lock:
             self._cache[key] = joined
-            while len(self._cache) > CACHED_SHARDS:
+            while len(self._cache) > self._capacity:
                 self._cache.popitem(last=False)
         return joined
 
