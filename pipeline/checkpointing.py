@@ -224,7 +224,18 @@ def _load_one(engine, ckpt_dir: Path, tag: str, rank: int, universal: bool) -> t
         raise RuntimeError(f"no state for rank {rank}")
     rank_state = torch.load(rank_file, weights_only=True)
     if universal:
+        # the param groups' settings (weight decay, lr scale) come from the config; DeepSpeed's
+        # ZeRO-3 universal load would give every group those of the first
+        settings = [{k: v for k, v in g.items() if k != "params"} for g in engine.optimizer.param_groups]
         path, client_state = engine.load_checkpoint(str(ckpt_dir / tag), tag=UNIVERSAL)
+        for group, kept in zip(engine.optimizer.param_groups, settings):
+            group.update(kept)
+        # and hands one step-count tensor to every group, which each group's step would then
+        # advance in place: give each its own
+        inner = getattr(engine.optimizer, "optimizer", engine.optimizer)
+        for state in inner.state.values():
+            if torch.is_tensor(state.get("step")):
+                state["step"] = state["step"].clone()
     else:
         path, client_state = engine.load_checkpoint(str(ckpt_dir), tag=tag)
     if path is None:
