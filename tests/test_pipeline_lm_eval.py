@@ -218,3 +218,29 @@ def test_cli_errors(trained, capsys):
     assert cli.main(["--run", run, "--tasks", "tiny_mc", "--batch-size", "0"]) == 2
     assert cli.main(["--run", run, "--step", "3", "--tasks", "tiny_mc"]) == 2
     assert "not a complete checkpoint" in capsys.readouterr().err
+
+
+def test_cli_on_an_exported_model(trained, tmp_path, capsys):
+    """--model: an export dir (what model.convert also writes); results beside it, no MLflow."""
+    from pipeline.export import export
+
+    root, tasks = trained
+    out = export(root / "runs" / "ev", tmp_path / "export")
+    capsys.readouterr()  # DeepSpeed's consolidation reports on stdout
+    assert cli.main(["--model", str(out), "--tasks", "tiny_mc", "--include-path", str(tasks),
+                     "--limit", "4", "--bootstrap-iters", "0"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["results"]["tiny_mc"]["sample_len"] == 4 and "mlflow_run_id" not in printed
+    assert json.loads((out / "eval" / "export.json").read_text())["step"] is None
+
+
+def test_make_eval_passes_args_through():
+    import subprocess
+
+    from pipeline_helpers import ROOT
+
+    proc = subprocess.run(["make", "-n", "--no-print-directory", "eval",
+                           "ARGS=--run runs/x --tasks piqa,arc_easy --limit 10"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "-m pipeline.lm_eval --run runs/x --tasks piqa,arc_easy --limit 10" in proc.stdout
