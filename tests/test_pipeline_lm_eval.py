@@ -244,3 +244,14 @@ def test_make_eval_passes_args_through():
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "-m pipeline.lm_eval --run runs/x --tasks piqa,arc_easy --limit 10" in proc.stdout
+
+
+def test_eval_during_training_config_is_checked():
+    from pipeline.config import load_run_config
+
+    with pytest.raises(ValueError, match="needs train.eval_tasks"):
+        load_run_config(None, ["train.eval_every=5"])
+    with pytest.raises(ValueError, match="ZeRO-3"):
+        load_run_config(None, ["train.eval_every=5", "train.eval_tasks=[piqa]", "train.zero_stage=3"])
+    cfg = load_run_config(None, ["train.eval_every=5", "train.eval_tasks=[piqa,arc_easy]"])
+    assert cfg.train.eval_tasks == ["piqa", "arc_easy"] and load_run_config().train.eval_every == 0
