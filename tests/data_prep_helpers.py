@@ -73,3 +73,25 @@ def tree_bytes(data_dir: Path) -> dict[str, str]:
     """sha256 of every visible file (the data dir's public content)."""
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(data_dir.iterdir()) if p.is_file() and not p.name.startswith(".")}
+
+
+def write_binidx(prefix: Path, documents: list[list[list[int]]], dtype=np.uint16) -> None:
+    """A Megatron/RWKV-LM binidx pair written from the format's definition: each document is a
+    list of sequences of ids. `.idx`: magic, version 1, dtype code, sequence count, document-index
+    count, int32 sizes, int64 byte pointers, int64 document starts (sequence numbers, 0..n)."""
+    import struct
+
+    code = {np.dtype(np.uint16): 8, np.dtype(np.int32): 4, np.dtype(np.int64): 5, np.dtype(np.uint8): 1}
+    itemsize = np.dtype(dtype).itemsize
+    sizes, pointers, doc_idx, data, offset = [], [], [0], [], 0
+    for doc in documents:
+        for seq in doc:
+            sizes.append(len(seq))
+            pointers.append(offset)
+            offset += len(seq) * itemsize
+            data.append(np.asarray(seq, dtype=dtype).tobytes())
+        doc_idx.append(len(sizes))
+    head = struct.pack("<9sQBQQ", b"MMIDIDX\x00\x00", 1, code[np.dtype(dtype)], len(sizes), len(doc_idx))
+    Path(f"{prefix}.idx").write_bytes(head + np.asarray(sizes, "<i4").tobytes()
+                                      + np.asarray(pointers, "<i8").tobytes() + np.asarray(doc_idx, "<i8").tobytes())
+    Path(f"{prefix}.bin").write_bytes(b"".join(data))
