@@ -48,9 +48,9 @@ def main() -> None:
 
     from model import build_model, load_model_config
     from pipeline.config import TrainConfig
-    from pipeline.data_loader import DataDir
-    from pipeline.distributed import init_distributed
-    from pipeline.engine import build_engine, build_optimizer
+    from pipeline.data.data_loader import DataDir
+    from pipeline.training.distributed import init_distributed
+    from pipeline.training.engine import build_engine, build_optimizer
 
     data_path = args.data
     if data_path is None:

@@ -34,10 +34,10 @@ from omegaconf.errors import OmegaConfBaseException
 from model import build_model
 
 from .config import load_run_config
-from .data_loader import DataDir
+from .data.data_loader import DataDir
 from .errors import PipelineError
 from .evaluate import evaluate, log_to_mlflow
-from .run_loading import load_from_run, prefill_cache_bytes
+from .inference.run_loading import load_from_run, prefill_cache_bytes
 
 MANIFEST_KEYS = ("splits", "totals", "input", "tokenizer")
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "compare" / "default.yaml"
@@ -214,7 +214,7 @@ def run_settings(cfg: CompareConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .compare_report import aggregate, describe_machine, write_plot, write_results
+    from .eval.compare_report import aggregate, describe_machine, write_plot, write_results
 
     parser = argparse.ArgumentParser(prog="python -m pipeline.compare",
                                      description=__doc__.splitlines()[0])

@@ -13,8 +13,8 @@ from omegaconf import OmegaConf
 from data_prep.config import DataConfig
 from model import ModelConfig
 
-from .freezing import FreezeConfig
-from .tracking import TrackingConfig
+from .training.freezing import FreezeConfig
+from .records.tracking import TrackingConfig
 
 PRECISIONS = ("auto", "fp32", "bf16")
 WKV_BACKENDS = ("auto", "torch", "naive", "triton")

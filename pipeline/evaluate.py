@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from .data_loader import DataDir
+from .data.data_loader import DataDir
 from .errors import PipelineError
-from .run_loading import LoadedModel, add_source_args, check_vocab, load, run_data_path
-from .tracking import TrackingConfig, store_uris
+from .inference.run_loading import LoadedModel, add_source_args, check_vocab, load, run_data_path
+from .records.tracking import TrackingConfig, store_uris
 
 DEFAULT_SEED, DEFAULT_BATCH, DEFAULT_BATCHES = 1337, 8, 8
 
@@ -86,7 +86,7 @@ def log_to_mlflow(loaded: LoadedModel, result: dict) -> str:
     from mlflow.entities import Metric
     from omegaconf import OmegaConf
 
-    from .tracking import RUN_ID_FILE
+    from .records.tracking import RUN_ID_FILE
 
     if loaded.run_dir is None or loaded.run_cfg is None:
         raise ValueError("--log-mlflow needs --run (an exported model alone has no MLflow run)")

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from model import ModelConfig, save_exported
 
-from . import checkpointing
+from .training import checkpointing
 
 
 def consolidated_state_dict(ckpt_dir: Path, tag: str, zero_stage: int) -> dict[str, torch.Tensor]:
@@ -63,7 +63,7 @@ def copy_tokenizer(tag_dir: Path, data_dir: str | None, out: Path) -> None:
     from data_prep.errors import UserError
     from data_prep.text_codec import FILES, load_codec
 
-    from .run_guard import recorded_tokenizer
+    from .training.run_guard import recorded_tokenizer
 
     for name in FILES.values():
         (out / name).unlink(missing_ok=True)

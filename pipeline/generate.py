@@ -28,8 +28,8 @@ import torch
 from model import LanguageModel, ModelConfig, ModelState
 from model.cache_report import llama_style_bytes_per_token
 
-from .run_loading import add_source_args, check_vocab, load, load_tokenizer
-from .sampling import check_params, next_token
+from .inference.run_loading import add_source_args, check_vocab, load, load_tokenizer
+from .inference.sampling import check_params, next_token
 
 
 @dataclass

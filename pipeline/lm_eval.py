@@ -23,7 +23,7 @@ from .eval import results as eval_results
 from .eval.harness import DEFAULT_BOOTSTRAP_ITERS, parse_limit, parse_tasks, run_tasks
 from .eval.lm_adapter import GoldFinchLM
 from .eval.tokens import open_tokenizer
-from .run_loading import LoadedModel, add_source_args, load
+from .inference.run_loading import LoadedModel, add_source_args, load
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

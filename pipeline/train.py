@@ -21,22 +21,22 @@ from omegaconf.errors import OmegaConfBaseException
 from kernels import set_wkv_backend
 from model import build_model
 
-from . import checkpointing, faults, freezing, phase_switch, run_guard
+from .training import checkpointing, faults, freezing, phase_switch, run_guard
 from .config import RunConfig, fit_to_world, parse_args, resolve_precision, to_yaml
 from .data.sources import TrainingData, open_sources
-from .data_loader import TokenStream
-from .distributed import Dist, all_mean, init_distributed
+from .data.data_loader import TokenStream
+from .training.distributed import Dist, all_mean, init_distributed
 from .errors import PipelineError
-from .flops import flops_per_token, peak_flops
-from .metrics import MetricsLog
-from .optim import lr_at
-from .preemption import StopRequest
-from .prefetch import Prefetcher
-from .progress import Progress
-from .run_info import finish_run, run_tags
-from .startup import open_run
-from .tracking import Tracker
-from .init_from import source_kind
+from .training.flops import flops_per_token, peak_flops
+from .training.metrics import MetricsLog
+from .training.optim import lr_at
+from .training.preemption import StopRequest
+from .data.prefetch import Prefetcher
+from .training.progress import Progress
+from .records.run_info import finish_run, run_tags
+from .training.startup import open_run
+from .records.tracking import Tracker
+from .training.init_from import source_kind
 from .eval import periodic
 
 

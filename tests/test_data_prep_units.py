@@ -129,7 +129,7 @@ def test_round_trip_manifest_and_splits(tmp_path):
 
 
 def test_the_trainer_reads_the_output(tmp_path):
-    from pipeline.data_loader import DataDir
+    from pipeline.data.data_loader import DataDir
 
     make_text_corpus(tmp_path / "corpus")
     cfg = cfg_for(tmp_path, f"data.input={tmp_path / 'corpus'}")

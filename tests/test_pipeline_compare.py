@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from pipeline import compare
-from pipeline.compare_report import gap_notes, ordering
+from pipeline.eval.compare_report import gap_notes, ordering
 
 from pipeline_helpers import ENV, ROOT, make_data_dir
 

@@ -2,7 +2,7 @@
 import math
 
 from pipeline import compare
-from pipeline.compare_report import aggregate, gap_notes, results_markdown
+from pipeline.eval.compare_report import aggregate, gap_notes, results_markdown
 
 
 def run(arch, seed, val, train=None):
@@ -66,7 +66,7 @@ def test_single_seed_keeps_one_run_per_arch_and_its_names():
 
 
 def test_reproduce_line_repeats_the_arguments_given():
-    from pipeline.compare_report import reproduce_command
+    from pipeline.eval.compare_report import reproduce_command
 
     assert reproduce_command(None) == "make compare"
     assert reproduce_command({"config": None, "overrides": ["steps=40", "seeds=2"], "steps_env": None}) \

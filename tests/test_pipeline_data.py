@@ -11,7 +11,7 @@ from pipeline.data.global_batches import GlobalBatches
 from pipeline.data.mixture import quotas
 from pipeline.data.sources import open_sources
 from pipeline.config import load_run_config
-from pipeline.data_loader import DataDir
+from pipeline.data.data_loader import DataDir
 from pipeline.errors import PipelineError
 
 from pipeline_helpers import make_data_dir, metrics, run_train, write_tokenizer

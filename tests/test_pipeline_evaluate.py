@@ -29,7 +29,7 @@ def reference_loss(model_dir, data_dir, batches: int, micro_batch: int) -> float
     import torch.nn.functional as F
 
     from model import load_exported
-    from pipeline.data_loader import DataDir
+    from pipeline.data.data_loader import DataDir
 
     model = load_exported(model_dir).eval()
     stream = DataDir.open(data_dir).stream("val", 0, 1, model.cfg.ctx_len, 1337, False)

@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from model import ModelConfig, build_model
-from pipeline import freezing
+from pipeline.training import freezing
 from pipeline.config import load_run_config
 
 from pipeline_helpers import ROOT, TINY, make_data_dir, metrics, run_train

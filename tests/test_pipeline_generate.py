@@ -8,7 +8,7 @@ import torch
 
 from model import build_model, load_model_config, save_exported
 from pipeline import generate as gen
-from pipeline.sampling import next_token
+from pipeline.inference.sampling import next_token
 
 from pipeline_helpers import ENV, ROOT, write_tokenizer
 

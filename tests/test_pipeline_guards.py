@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from model import build_model
-from pipeline import checkpointing
+from pipeline.training import checkpointing
 from pipeline import train as trainer
 from pipeline.config import load_run_config, to_yaml
 
@@ -126,7 +126,7 @@ def test_another_tokenizer_is_refused_unless_allowed(data, capsys):
 
 
 def checkpointing_sha(path: Path) -> str:
-    from pipeline.run_guard import file_sha256
+    from pipeline.training.run_guard import file_sha256
 
     return file_sha256(path)
 

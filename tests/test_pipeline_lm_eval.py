@@ -10,7 +10,7 @@ from lm_eval.api.instance import Instance
 from data_prep.text_codec import load_codec
 from pipeline import lm_eval as cli
 from pipeline.eval.lm_adapter import GoldFinchLM
-from pipeline.run_loading import load
+from pipeline.inference.run_loading import load
 
 from eval_helpers import MC_ROWS, ROLL_ROWS, write_tasks
 from pipeline_helpers import make_data_dir, metrics, run_train

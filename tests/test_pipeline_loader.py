@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.data_loader import DataDir, ShardError, read_shard
+from pipeline.data.data_loader import DataDir, ShardError, read_shard
 
 from pipeline_helpers import make_data_dir
 
@@ -138,7 +138,7 @@ def test_bad_data_dirs_fail_clearly(tmp_path):
 
 
 def test_prefetcher_hands_out_the_stream_in_order_and_saves_the_consumed_position(tmp_path):
-    from pipeline.prefetch import Prefetcher
+    from pipeline.data.prefetch import Prefetcher
 
     make_data_dir(tmp_path, docs_per_shard=(3, 2, 4, 3), max_len=40)
     data = DataDir.open(tmp_path)
@@ -157,7 +157,7 @@ def test_prefetcher_hands_out_the_stream_in_order_and_saves_the_consumed_positio
 
 
 def test_prefetcher_reports_a_broken_shard(tmp_path):
-    from pipeline.prefetch import Prefetcher
+    from pipeline.data.prefetch import Prefetcher
 
     make_data_dir(tmp_path, docs_per_shard=(3,), max_len=40)
     data = DataDir.open(tmp_path)

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from pipeline import checkpointing
+from pipeline.training import checkpointing
 from pipeline import train as trainer
 from pipeline.data.batch_log import ENV as BATCH_LOG, read_steps
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from model import load_exported
-from pipeline.data_loader import DataDir
+from pipeline.data.data_loader import DataDir
 from pipeline.export import main as export_main
 
 from pipeline_helpers import ENV, ROOT, TINY, metrics, run_train

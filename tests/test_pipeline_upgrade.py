@@ -6,7 +6,7 @@ import torch
 from model import build_model, save_exported
 from model.convert import to_reference
 from pipeline.errors import PipelineError
-from pipeline.init_from import load_matching
+from pipeline.training.init_from import load_matching
 
 from model_helpers import VOCAB, tiny_config, tiny_model
 

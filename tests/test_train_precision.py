@@ -4,7 +4,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from pipeline.config import load_run_config, resolve_precision
-from pipeline.engine import deepspeed_config
+from pipeline.training.engine import deepspeed_config
 
 from pipeline_helpers import make_data_dir, run_train
 

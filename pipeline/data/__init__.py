@@ -7,4 +7,6 @@ weighted mixtures of data dirs, and data dirs on object storage.
     global_batches.py  a rank's micro-batches of global batch s, its shard reads and read-ahead
     remote.py          local paths and fsspec URLs behind one small reading interface
     batch_log.py       an optional record of the windows each rank trained on (for checks)
+    data_loader.py     a data dir's manifest and shards, checked; the validation token stream
+    prefetch.py        the next batches prepared on a background thread
 """

@@ -20,8 +20,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .data import remote
-from .errors import PipelineError
+from . import remote
+from ..errors import PipelineError
 
 EOT = "<|endoftext|>"
 

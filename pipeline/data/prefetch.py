@@ -10,7 +10,7 @@ import threading
 
 import torch
 
-from .errors import PipelineError
+from ..errors import PipelineError
 
 
 class Prefetcher:

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data_loader import DataDir
+from .data_loader import DataDir
 from . import remote
 from .global_batches import GlobalBatches
 from .mixture import BLOCK, quotas

@@ -1,1 +1,2 @@
-"""Downstream evaluation: lm-evaluation-harness over our models, its results and where they go."""
+"""Evaluating trained models: lm-evaluation-harness over our models, its results and where
+they go, and the report of the architecture comparison."""

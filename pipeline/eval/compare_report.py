@@ -1,7 +1,7 @@
 """Turn a comparison's numbers into docs/RESULTS.md and the val-loss plot.
 
 Kept apart from the orchestration in compare.py so the report can be re-drawn from
-`<out_dir>/<run_prefix>-results.json` (`python -m pipeline.compare_report runs/compare-results.json`)
+`<out_dir>/<run_prefix>-results.json` (`python -m pipeline.eval.compare_report runs/compare-results.json`)
 without training again.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from .plots import save
+from ..records.plots import save
 
 CLAIMED_ORDER = ("goldfinch", "finch", "llama")  # the paper: lowest loss first
 
@@ -262,7 +262,7 @@ def results_markdown(summary: dict, plot: Path, results: Path) -> str:
         "```bash",
         reproduce_command(summary.get("command")) + "   # this table",
         "COMPARE_STEPS=2000 make compare ARGS=\"micro_batch=32 ctx_len=512\"",
-        "python -m pipeline.compare_report " + f"{cfg['out_dir']}/{cfg['run_prefix']}-results.json"
+        "python -m pipeline.eval.compare_report " + f"{cfg['out_dir']}/{cfg['run_prefix']}-results.json"
         + "   # redraw from the saved numbers",
         "```",
         "",
@@ -287,18 +287,18 @@ def write_results(summary: dict, results: Path, plot: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("pipeline.compare_report: usage: python -m pipeline.compare_report RESULTS.json",
+        print("pipeline.eval.compare_report: usage: python -m pipeline.eval.compare_report RESULTS.json",
               file=sys.stderr)
         return 2
     try:
         summary = json.loads(Path(argv[0]).read_text())
     except (OSError, ValueError) as err:
-        print(f"pipeline.compare_report: cannot read {argv[0]}: {err}", file=sys.stderr)
+        print(f"pipeline.eval.compare_report: cannot read {argv[0]}: {err}", file=sys.stderr)
         return 2
     cfg = summary["config"]
     write_plot(summary["rows"], Path(cfg["plot"]))
     write_results(summary, Path(cfg["results"]), Path(cfg["plot"]))
-    print(f"pipeline.compare_report: wrote {cfg['results']} and {cfg['plot']}")
+    print(f"pipeline.eval.compare_report: wrote {cfg['results']} and {cfg['plot']}")
     return 0
 
 

@@ -22,7 +22,7 @@ from lm_eval.api.model import TemplateLM
 
 from model import LanguageModel
 
-from ..sampling import next_token
+from ..inference.sampling import next_token
 from .state_rows import select_rows
 from .tokens import TextTokenizer
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .. import checkpointing
+from ..training import checkpointing
 
 
 def due(train_cfg, step: int) -> bool:

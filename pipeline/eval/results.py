@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..tracking import RUN_ID_FILE, TrackingConfig, store_uris
+from ..records.tracking import RUN_ID_FILE, TrackingConfig, store_uris
 
 BAD_CHARS = re.compile(r"[^\w./\- ]")
 

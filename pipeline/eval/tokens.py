@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from ..run_loading import LoadedModel, check_vocab, load_tokenizer
+from ..inference.run_loading import LoadedModel, check_vocab, load_tokenizer
 
 
 class TextTokenizer(Protocol):

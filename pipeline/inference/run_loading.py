@@ -18,8 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from model import LanguageModel, ModelConfig, build_model, load_exported
 
-from . import checkpointing
-from .export import consolidated_state_dict, data_dir_of
+from ..training import checkpointing
+from ..export import consolidated_state_dict, data_dir_of
 
 RUN_CONFIG = "config.yaml"
 

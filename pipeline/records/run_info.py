@@ -35,7 +35,7 @@ def finish_run(cfg, run_dir: Path, records: list[dict], tracker) -> None:
     if records:
         tracker.log_file(loss_curve(records, run_dir / "loss_curve.png", cfg.train.run_name))
     if cfg.train.export:
-        from .export import export
+        from ..export import export
 
         out = export(run_dir, run_dir / "export")
         tracker.log_file(out / "model.safetensors", "model")

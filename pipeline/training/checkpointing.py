@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from . import faults
-from .errors import PipelineError
+from ..errors import PipelineError
 
 COMPLETE = "COMPLETE"
 LATEST = "latest"

@@ -6,7 +6,7 @@ import math
 import warnings
 from pathlib import Path
 
-from .errors import PipelineError
+from ..errors import PipelineError
 
 
 class MetricsLog:

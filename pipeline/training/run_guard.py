@@ -15,7 +15,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from . import checkpointing
-from .errors import PipelineError
+from ..errors import PipelineError
 from .init_from import source_kind
 
 # keys that decide what a checkpoint holds or which data it continues with; the rest (max_steps,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import checkpointing, freezing
-from .errors import PipelineError
+from ..errors import PipelineError
 from .init_from import load_matching
 from .phase_switch import build_phase_engine, new_model
 

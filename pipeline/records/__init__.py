@@ -1,0 +1,1 @@
+"""What a run records about itself: MLflow tracking, run tags, and plots."""
