@@ -39,14 +39,14 @@ print(time.perf_counter() - t0, sum(len(i) for i in ids))
 def load_texts(input_spec: str | None) -> list[str]:
     """The usable documents data_prep would tokenize, in its order."""
     from data_prep.config import DataConfig
-    from data_prep.readers import read_documents
-    from data_prep.sharding import make_plan
+    from data_prep.readers import ReadOptions, read_piece
     from data_prep.sources import find_corpus
+    from data_prep.units import make_units
 
     cfg = DataConfig(input=input_spec)
-    plan = make_plan(find_corpus(input_spec), cfg, lambda skipped: None)
-    refs = [ref for shard in plan.shards for _, ref in shard.docs]
-    return [text for _, text in read_documents(refs, cfg.text_field, cfg.on_invalid_utf8)]
+    opts = ReadOptions(cfg.text_field, cfg.on_invalid_utf8)
+    units = make_units(find_corpus(input_spec), cfg.unit_bytes)
+    return [rec.text for u in units for p in u.pieces for rec in read_piece(p, opts) if rec.skip is None]
 
 
 def train_once(input_spec: str | None, path: Path) -> None:
