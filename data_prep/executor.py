@@ -3,8 +3,8 @@
 `run(fn, calls, ...)` runs `fn(*call, progress=progress)` for every call and hands each result's first item
 to `on_done` as it completes. Other return items (the dedup keys, the tokenizer sample) stay in
 Ray's object store as references that later calls take as arguments, so they never pass through
-the driver. While a local Ray instance starts (seconds, mostly waiting), the driver runs calls
-itself from the same queue; which process runs a call never changes what it returns.
+the driver. While a local Ray instance starts (seconds, mostly waiting), the driver runs calls itself, in
+whatever phase it has reached; which process runs a call never changes what it returns.
 """
 from __future__ import annotations
 
@@ -18,6 +18,12 @@ from .errors import UserError
 from .progress import Bar, Counter, RayCounter, TaskProgress
 
 POLL_SECONDS = 0.5
+
+
+def _in_worker(fn: Callable, *args, progress=None):
+    """A call in a Ray worker: the tokenizer uses the one CPU the task was given."""
+    os.environ.setdefault("RAYON_NUM_THREADS", "1")
+    return fn(*args, progress=progress)
 
 
 def _as_list(out, returns: int) -> list:
@@ -38,19 +44,24 @@ class LocalExecutor:
             bar.show(counter.totals(), i + 1, len(calls))
         return results
 
+    def drive(self, phases: Callable):
+        return phases()
+
     def close(self) -> None:
         pass
 
 
 class RayExecutor:
+    """Ray starts in the main thread while the phases run in a helper thread (`drive`); until Ray
+    is up, every phase's calls run in this process."""
+
     def __init__(self, num_cpus: int | None, env: dict[str, str]):
         self.num_cpus, self.env, self.started = num_cpus, env, False
+        self.ready, self.failed = threading.Event(), []
 
     def _start(self) -> None:
         import ray
 
-        if ray.is_initialized():
-            return
         opts = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
         address = os.environ.get("RAY_ADDRESS")
         if address:
@@ -65,68 +76,79 @@ class RayExecutor:
             ray.init(address="local", num_cpus=self.num_cpus, **opts)
         self.started = True
 
+    def drive(self, phases: Callable):
+        """phases() in a helper thread while Ray starts here (ray.init wants the main thread)."""
+        import ray
+
+        if ray.is_initialized():
+            self.ready.set()
+            return phases()
+        outcome: list = []
+
+        def body():
+            try:
+                outcome.append(("ok", phases()))
+            except BaseException as err:  # re-raised in the main thread
+                outcome.append(("err", err))
+
+        helper = threading.Thread(target=body, name="data_prep-phases", daemon=True)
+        helper.start()
+        try:
+            self._start()
+        except BaseException as err:
+            self.failed.append(err)
+        finally:
+            self.ready.set()
+        helper.join()
+        if self.failed:
+            raise self.failed[0]
+        kind, value = outcome[0]
+        if kind == "err":
+            raise value
+        return value
+
     def run(self, fn: Callable, calls: list[tuple], returns: int, on_done: Callable, bar: Bar) -> list[list]:
         import ray
 
-        queue, results, lock = deque(range(len(calls))), [None] * len(calls), threading.Lock()
-        local, errors, stop, done = Counter(), [], threading.Event(), [0]
+        queue, results, local, done = deque(range(len(calls))), [None] * len(calls), Counter(), [0]
 
         def finish(i: int, out: list) -> None:
-            with lock:
-                results[i] = out
-                done[0] += 1
-                on_done(i, out[0])
+            results[i] = out
+            done[0] += 1
+            on_done(i, out[0])
 
-        def assist() -> None:
-            try:
-                while not stop.is_set():
-                    with lock:
-                        if not queue:
-                            return
-                        i = queue.popleft()
-                    progress = TaskProgress(local)
-                    out = _as_list(fn(*calls[i], progress=progress), returns)
-                    progress.flush()
-                    finish(i, out)
-            except BaseException as err:  # re-raised below, in the main thread
-                errors.append(err)
-
-        helper = None
-        if not ray.is_initialized():
-            helper = threading.Thread(target=assist, name="data_prep-assist", daemon=True)
-            helper.start()
-        try:
-            self._start()
-        finally:
-            stop.set()
-        try:
-            with lock:
-                rest, queue = list(queue), deque()
-            actor = ray.remote(RayCounter).options(num_cpus=0).remote()
-            options = dict(num_cpus=1, max_retries=2, num_returns=returns)
-            if self.env:
-                options["runtime_env"] = {"env_vars": self.env}
-            remote = ray.remote(fn).options(**options)
-            first = {}
-            for i in rest:
-                refs = _as_list(remote.remote(*calls[i], progress=TaskProgress(actor)), returns)
-                results[i] = refs
-                first[refs[0]] = i
-            pending = list(first)
-            while pending:
-                ready, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_SECONDS)
-                for ref in ready:
-                    out = list(results[first[ref]])
-                    out[0] = _get(ref)
-                    finish(first[ref], out)
-                remote_totals = ray.get(actor.totals.remote())
-                bar.show(tuple(a + b for a, b in zip(local.totals(), remote_totals)), done[0], len(calls))
-            ray.kill(actor)
-        finally:
-            if helper is not None:
-                helper.join()
-        if errors:
-            raise errors[0]
+        while queue and not self.ready.is_set():
+            i = queue.popleft()
+            progress = TaskProgress(local)
+            out = _as_list(fn(*calls[i], progress=progress), returns)
+            progress.flush()
+            finish(i, out)
+            bar.show(local.totals(), done[0], len(calls))
+        if not queue:
+            return results
+        self.ready.wait()
+        if self.failed:
+            raise UserError("Ray did not start") from self.failed[0]
+        actor = ray.remote(RayCounter).options(num_cpus=0).remote()
+        options = dict(num_cpus=1, max_retries=2, num_returns=returns)
+        if self.env:
+            options["runtime_env"] = {"env_vars": self.env}
+        remote = ray.remote(_in_worker).options(**options)
+        first = {}
+        for i in queue:
+            refs = _as_list(remote.remote(fn, *calls[i], progress=TaskProgress(actor)), returns)
+            results[i] = refs
+            first[refs[0]] = i
+        pending = list(first)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_SECONDS)
+            for ref in ready:
+                out = list(results[first[ref]])
+                out[0] = _get(ref)
+                finish(first[ref], out)
+            remote_totals = ray.get(actor.totals.remote())
+            bar.show(tuple(a + b for a, b in zip(local.totals(), remote_totals)), done[0], len(calls))
+        ray.kill(actor)
         return results
 
     def close(self) -> None:

@@ -169,6 +169,25 @@ class Run:
         return sorted(shards, key=lambda s: (manifest_file.SPLITS.index(s["split"]), s["name"]))
 
 
+def _phases(job: Run, record: dict | None) -> tuple[Plan, text_codec.Codec, list[dict]]:
+    """Scan, plan, tokenizer, dedup, build: everything that runs tasks."""
+    store = job.store
+    train = job.given is None and store.read_bytes("tokenizer.json") is None
+    plan, scanned = job.scan(train)
+    for line in plan.skip_lines:
+        print(line, file=sys.stderr)
+    if plan.documents == 0:
+        raise UserError(f"no usable documents in {job.corpus.description} "
+                        f"(skipped: {_skip_summary(plan.skipped)})")
+    output_dir.check_input(store, record, plan.input_digest)
+    if record is None:
+        output_dir.write_run_record(store, job.config, plan.input_digest)
+    codec = job.codec(scanned)
+    if store.read_bytes(codec.file) is None:
+        store.write_bytes(codec.file, codec.file_bytes())
+    return plan, codec, job.build(plan, codec, job.dedup(scanned))
+
+
 def run(cfg: DataConfig, progress: bool | None = None) -> dict:
     """Build (or finish) the data dir described by cfg; returns the manifest."""
     t0 = time.perf_counter()
@@ -178,21 +197,7 @@ def run(cfg: DataConfig, progress: bool | None = None) -> dict:
     if job.given is not None:
         output_dir.check_tokenizer(store, job.given.sha256, cfg.tokenizer)
     try:
-        train = job.given is None and store.read_bytes("tokenizer.json") is None
-        plan, scanned = job.scan(train)
-        for line in plan.skip_lines:
-            print(line, file=sys.stderr)
-        if plan.documents == 0:
-            raise UserError(f"no usable documents in {job.corpus.description} "
-                            f"(skipped: {_skip_summary(plan.skipped)})")
-        output_dir.check_input(store, record, plan.input_digest)
-        if record is None:
-            output_dir.write_run_record(store, job.config, plan.input_digest)
-        codec = job.codec(scanned)
-        if store.read_bytes(codec.file) is None:
-            store.write_bytes(codec.file, codec.file_bytes())
-        dups = job.dedup(scanned)
-        records = job.build(plan, codec, dups)
+        plan, codec, records = job.executor.drive(lambda: _phases(job, record))
     finally:
         job.executor.close()
     shards = job.publish(records)
