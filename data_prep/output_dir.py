@@ -7,6 +7,7 @@ or an object-storage prefix (see storage.Store).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 
@@ -76,8 +77,6 @@ def write_run_record(store: Store, config: dict, input_digest: str) -> None:
 
 def check_tokenizer(store: Store, given_sha: str, given: str) -> None:
     """A given tokenizer must be the one an existing output was built with."""
-    import hashlib
-
     from .text_codec import FILES
 
     for name in FILES.values():

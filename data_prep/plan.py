@@ -70,7 +70,8 @@ def _skips(plan: Plan, shown_per_reason: int) -> None:
 
 def _top_up(plan: Plan, val_fraction: float, min_val_docs: int) -> None:
     """Val gets at least min_val_docs documents (the lowest split hashes) whenever val_fraction > 0;
-    train always keeps one (the highest hash) when every document hashed to val."""
+    train always keeps one (the highest hash) when every document hashed to val. Decided before
+    dedup, so a top-up document that is a later copy of another is dropped with it."""
     if val_fraction <= 0 or plan.documents == 0:
         return
     val = sum(s.val for s in plan.scans)

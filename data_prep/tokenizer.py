@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -54,13 +53,6 @@ def check_tokenizer_json(text: str, where: str) -> int:
     if tok.token_to_id(EOT) is None:
         raise UserError(f"{where} has no {EOT} token (the trainer separates documents with it)")
     return tok.get_vocab_size()
-
-
-def read_tokenizer_file(path: str) -> bytes:
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"data.tokenizer={path!r}: no such file")
-    return p.read_bytes()
 
 
 def load(text: str):
@@ -120,12 +112,3 @@ def encode_documents(tok, texts: list[str], dtype: np.dtype, piece_chars: int | 
     if batch:
         flush()
     return [p[0] if len(p) == 1 else np.concatenate(p) if p else np.zeros(0, dtype) for p in parts]
-
-
-def describe(text: str) -> dict:
-    """What the manifest records about the tokenizer."""
-    tok = load(text)
-    vocab = tok.get_vocab_size()
-    return {"file": "tokenizer.json", "sha256": sha256_hex(text.encode("utf-8")), "vocab_size": vocab,
-            "eot_id": tok.token_to_id(EOT), "dtype": token_dtype(vocab).name,
-            "model": json.loads(text).get("model", {}).get("type")}

@@ -23,6 +23,7 @@ class Piece:
     start: int  # jsonl/binidx: byte offset; parquet: first row group; else 0
     end: int  # jsonl/binidx: end byte (exclusive; the last piece of a binidx owns its tail); parquet: group
     first_row: int = 0  # parquet: rows before `start` in the file
+    nbytes: int = 0  # source bytes it covers (for sizing units and the tokenizer sample)
 
 
 @dataclass(frozen=True)
@@ -32,13 +33,7 @@ class Unit:
 
     @property
     def nbytes(self) -> int:
-        return sum(_piece_bytes(p) for p in self.pieces)
-
-
-def _piece_bytes(p: Piece) -> int:
-    if p.file.kind in (JSONL, BINIDX):
-        return min(p.end, p.file.size) - p.start
-    return p.file.size
+        return sum(p.nbytes for p in self.pieces)
 
 
 def unit_size(corpus: Corpus, unit_bytes: int) -> int:
@@ -69,11 +64,11 @@ def _pieces(f: SourceFile, size: int):
         starts = list(range(0, f.size, size))
         for i, a in enumerate(starts):
             end = starts[i + 1] if i + 1 < len(starts) else f.size + (1 if f.kind == BINIDX else 0)
-            yield Piece(f, a, end), min(end, f.size) - a
+            yield Piece(f, a, end, 0, min(end, f.size) - a), min(end, f.size) - a
     elif f.kind == PARQUET:
         groups = _parquet_groups(f)
         if not groups:
-            yield Piece(f, 0, -1), f.size
+            yield Piece(f, 0, -1, 0, f.size), f.size
             return
         g, rows = 0, 0
         while g < len(groups):
@@ -82,10 +77,10 @@ def _pieces(f: SourceFile, size: int):
                 nbytes += groups[g][1]
                 rows += groups[g][0]
                 g += 1
-            yield Piece(f, first, g, first_row), nbytes
+            yield Piece(f, first, g, first_row, nbytes), nbytes
     else:
         end = f.size + (1 if f.kind == BINIDX else 0)
-        yield Piece(f, 0, end if f.kind in (JSONL, BINIDX) else f.size), f.size
+        yield Piece(f, 0, end if f.kind in (JSONL, BINIDX) else f.size, 0, f.size), f.size
 
 
 def make_units(corpus: Corpus, unit_bytes: int) -> list[Unit]:
