@@ -27,6 +27,7 @@ from .units import Unit
 STATE_DIR = ".state"
 UNITS_DIR = f"{STATE_DIR}/units"
 STAGED_DIR = f"{STATE_DIR}/staged"
+BATCH_DOCS = 2048  # documents per encode call at most (bounds the memory of many short ones)
 
 
 @dataclass(frozen=True)
@@ -97,22 +98,40 @@ def _npy(tokens: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+class _HashingFile:
+    """Passes writes through to a file while hashing and counting them."""
+
+    def __init__(self, f):
+        self.f, self.sha, self.n = f, hashlib.sha256(), 0
+
+    def write(self, data) -> int:
+        self.sha.update(data)
+        self.n += len(data)
+        return self.f.write(data)
+
+    def tell(self) -> int:
+        return self.n
+
+
 class _Shards:
-    """The shards of one split of a unit, filled in document order up to shard_bytes each."""
+    """The shards of one split of a unit, filled in document order up to shard_bytes each and
+    streamed to storage as they fill (no shard is held in memory)."""
 
     def __init__(self, store: Store, unit: int, split: str, shard_bytes: int):
         self.store, self.unit, self.split, self.limit = store, unit, split, shard_bytes
         self.done: list[dict] = []
-        self._open()
+        self.ctx = None
 
     def _open(self) -> None:
-        self.buf = io.BytesIO()
-        self.tar = tarfile.open(fileobj=self.buf, mode="w", format=tarfile.USTAR_FORMAT)
+        self.ctx = self.store.writer(staged_name(self.unit, self.split, len(self.done)))
+        self.out = _HashingFile(self.ctx.__enter__())
+        self.tar = tarfile.open(fileobj=self.out, mode="w", format=tarfile.USTAR_FORMAT)
         self.samples = self.tokens = self.nbytes = 0
 
     def add(self, key: str, source: str, nbytes: int, ids: np.ndarray) -> None:
-        if self.samples and self.nbytes + nbytes > self.limit:
+        if self.ctx is not None and self.nbytes + nbytes > self.limit:
             self.close()
+        if self.ctx is None:
             self._open()
         meta = {"source": source, "bytes": nbytes, "tokens": int(ids.size)}
         _add(self.tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
@@ -122,16 +141,19 @@ class _Shards:
         self.nbytes += nbytes
 
     def close(self) -> None:
-        if not self.samples:
+        if self.ctx is None:
             return
         self.tar.close()
-        data = self.buf.getvalue()
-        index = len(self.done)
-        self.store.write_bytes(staged_name(self.unit, self.split, index), data)
-        self.done.append({"split": self.split, "index": index, "sha256": hashlib.sha256(data).hexdigest(),
+        self.ctx.__exit__(None, None, None)
+        self.ctx = None
+        self.done.append({"split": self.split, "index": len(self.done), "sha256": self.out.sha.hexdigest(),
                           "samples": self.samples, "tokens": self.tokens, "bytes": self.nbytes,
-                          "file_bytes": len(data)})
-        self.samples = 0
+                          "file_bytes": self.out.n})
+
+    def abort(self) -> None:
+        if self.ctx is not None:
+            self.ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
+            self.ctx = None
 
 
 def _documents(spec: BuildSpec, dropped: set[int], notes: dict):
@@ -177,16 +199,21 @@ def build_unit(spec: BuildSpec, codec_spec: text_codec.CodecSpec, *dup_parts, pr
         if progress is not None:
             progress.add(docs=len(batch), tokens=tokens)
 
-    for item in _documents(spec, dropped_in(spec.unit.index, dup_parts), notes):
-        batch.append(item)
-        size += len(item[3].text) if item[3].text is not None else item[3].data.size
-        if size >= tokenizer.BATCH_CHARS:
+    try:
+        for item in _documents(spec, dropped_in(spec.unit.index, dup_parts), notes):
+            batch.append(item)
+            size += len(item[3].text) if item[3].text is not None else item[3].data.size
+            if size >= tokenizer.BATCH_CHARS or len(batch) >= BATCH_DOCS:
+                flush()
+                batch, size = [], 0
+        if batch:
             flush()
-            batch, size = [], 0
-    if batch:
-        flush()
-    for s in shards.values():
-        s.close()
+        for s in shards.values():
+            s.close()
+    except BaseException:
+        for s in shards.values():
+            s.abort()
+        raise
     record = {"unit": spec.unit.index, "digest": spec.digest, **notes,
               "shards": shards["train"].done + shards["val"].done}
     store.write_bytes(record_name(spec.unit.index), json.dumps(record, indent=1).encode())

@@ -11,6 +11,7 @@ import hashlib
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import UserError
@@ -110,6 +111,29 @@ class Store:
         tmp = final.with_name(f".{final.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}")
         try:
             tmp.write_bytes(data)
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    @contextmanager
+    def writer(self, name: str):
+        """A file to stream into (local: a temporary name renamed at the end; object storage: a
+        multipart upload completed only if the block ends without an error)."""
+        if not self.local:
+            f = self.fs.open(self.path(name), "wb")
+            try:
+                yield f
+            except BaseException:
+                f.discard()
+                raise
+            f.close()
+            return
+        final = Path(self.path(name))
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}")
+        try:
+            with open(tmp, "wb") as f:
+                yield f
             os.replace(tmp, final)
         finally:
             tmp.unlink(missing_ok=True)
