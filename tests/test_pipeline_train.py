@@ -56,7 +56,7 @@ def test_zero_stages_give_the_same_losses_and_weights(data, plain_run):
     from pipeline.export import consolidated_state_dict
 
     losses = {stage: plain_run(stage) for stage in (0, 1, 2, 3)}
-    assert losses[0][-1] < losses[0][0] - 0.3  # the steps changed the model: equality means something
+    assert losses[0][-1] < losses[0][0] - 0.1  # the steps changed the model: equality means something
     weights = {stage: consolidated_state_dict(data / "runs" / f"plain-z{stage}" / "checkpoints",
                                               "step00000005", stage) for stage in losses}
     for stage in (1, 2, 3):
