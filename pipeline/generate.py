@@ -28,7 +28,7 @@ import torch
 from model import LanguageModel, ModelConfig, ModelState
 from model.cache_report import llama_style_bytes_per_token
 
-from .inference.run_loading import add_source_args, check_vocab, load, load_tokenizer
+from .inference.run_loading import add_source_args, load, load_tokenizer
 from .inference.sampling import check_params, next_token
 
 
@@ -133,7 +133,6 @@ def main(argv: list[str] | None = None) -> int:
         check_params(args.temperature, args.top_p)
         loaded = load(args.run, args.model, args.step)
         tokenizer = load_tokenizer(loaded, args.tokenizer)
-        check_vocab(loaded.cfg.vocab_size, tokenizer.vocab_size, loaded.source)
         prompt_ids = tokenizer.encode(args.prompt)
         if not prompt_ids:
             raise ValueError(f"--prompt {args.prompt!r} encodes to no tokens with the {tokenizer.kind} "

@@ -22,8 +22,7 @@ from .errors import PipelineError
 from .eval import results as eval_results
 from .eval.harness import DEFAULT_BOOTSTRAP_ITERS, parse_limit, parse_tasks, run_tasks
 from .eval.lm_adapter import GoldFinchLM
-from .eval.tokens import open_tokenizer
-from .inference.run_loading import LoadedModel, add_source_args, load
+from .inference.run_loading import LoadedModel, add_source_args, load, load_tokenizer
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -77,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         parse_tasks(args.tasks)
         parse_limit(args.limit)
         loaded = load(args.run, args.model, args.step)
-        tokenizer = open_tokenizer(loaded, args.tokenizer)
+        tokenizer = load_tokenizer(loaded, args.tokenizer)
         results = evaluate(loaded, tokenizer, args)
         where = record(loaded, results, args.out, not args.no_mlflow)
     except (FileNotFoundError, ValueError, PipelineError) as err:

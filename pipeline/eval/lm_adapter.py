@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from lm_eval.api.model import TemplateLM
 
+from data_prep.text_codec import Codec
 from model import LanguageModel
 
 from ..inference.sampling import next_token
 from .state_rows import select_rows
-from .tokens import TextTokenizer
 
 DEFAULT_MAX_GEN_TOKS = 256
 
@@ -33,7 +33,7 @@ class GoldFinchLM(TemplateLM):
     """`GoldFinchLM(model, tokenizer, batch_size=8, share_context=True)`; `stats` counts the tokens
     each request type fed through the model."""
 
-    def __init__(self, model: LanguageModel, tokenizer: TextTokenizer, batch_size: int = 8,
+    def __init__(self, model: LanguageModel, tokenizer: Codec, batch_size: int = 8,
                  device: str | torch.device = "cpu", share_context: bool = True):
         super().__init__()
         if batch_size <= 0:

@@ -117,25 +117,29 @@ def run_data_path(loaded: LoadedModel) -> str | None:
 
 
 def load_tokenizer(loaded: LoadedModel, override: str | None = None):
-    """The tokenizer the model's ids mean: --tokenizer if given (a tokenizer.json, a data or
-    export dir, or rwkv-world), else the export's own tokenizer file, else the run's data dir's."""
+    """The tokenizer the model's ids mean (a `data_prep.text_codec.Codec`): --tokenizer if given
+    (a tokenizer.json, a data or export dir, or rwkv-world), else the export's own tokenizer file,
+    else the run's data dir's. Its vocabulary must fit the model's."""
     from data_prep.errors import UserError
     from data_prep.text_codec import FILES, load_codec, resolve
 
     try:
         if override is not None:
-            override = str(override)
-            return load_codec(override) if Path(override).is_dir() else resolve(override, "--tokenizer")
-        if any((loaded.source / name).is_file() for name in FILES.values()):
-            return load_codec(loaded.source)
-        data = run_data_path(loaded)
-        if data is None:
-            raise FileNotFoundError(f"{loaded.source} has no tokenizer file and no run config.yaml next "
-                                    f"to it, so its tokenizer is unknown: pass --tokenizer (a "
-                                    f"tokenizer.json, a data dir, or rwkv-world)")
-        return load_codec(data)
+            where = str(override)
+            codec = load_codec(where) if Path(where).is_dir() else resolve(where, "--tokenizer")
+        elif any((loaded.source / name).is_file() for name in FILES.values()):
+            where, codec = str(loaded.source), load_codec(loaded.source)
+        else:
+            where = run_data_path(loaded)
+            if where is None:
+                raise FileNotFoundError(f"{loaded.source} has no tokenizer file and no run config.yaml "
+                                        f"next to it, so its tokenizer is unknown: pass --tokenizer (a "
+                                        f"tokenizer.json, a data dir, or rwkv-world)")
+            codec = load_codec(where)
     except UserError as err:
         raise FileNotFoundError(str(err)) from None
+    check_vocab(loaded.cfg.vocab_size, codec.vocab_size, Path(where))
+    return codec
 
 
 def check_vocab(model_vocab: int, data_vocab: int, where: Path) -> None:
