@@ -99,34 +99,22 @@ def describe(codec: Codec) -> dict:
     return info
 
 
-def _read(url: str) -> bytes | None:
-    import fsspec
-
-    try:
-        with fsspec.open(url, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        return None
-
-
-def _join(directory: str, name: str) -> str:
-    return f"{str(directory).rstrip('/')}/{name}"
-
-
 def load_codec(directory) -> Codec:
     """The codec a data dir or export dir (local path or fsspec URL) was made with, checked
     against the digest its manifest records."""
-    directory = str(directory)
-    raw_manifest = _read(_join(directory, "manifest.json"))
+    from .storage import Store
+
+    store = Store(str(directory))
+    raw_manifest = store.read_bytes("manifest.json")
     info = json.loads(raw_manifest).get("tokenizer", {}) if raw_manifest else {}
     kind = info.get("kind")
     if kind is None:  # an export, or a data dir from before kinds were recorded
-        kind = rwkv_world.NAME if _read(_join(directory, rwkv_world.VOCAB_FILE)) is not None else BPE
+        kind = rwkv_world.NAME if store.size(rwkv_world.VOCAB_FILE) is not None else BPE
     if kind not in KINDS:
-        raise UserError(f"{directory}/manifest.json: unknown tokenizer kind {kind!r} "
+        raise UserError(f"{store.url('manifest.json')}: unknown tokenizer kind {kind!r} "
                         f"(known: {', '.join(KINDS)})")
-    path = _join(directory, FILES[kind])
-    data = _read(path)
+    path = store.url(FILES[kind])
+    data = store.read_bytes(FILES[kind])
     if data is None:
         raise UserError(f"{path}: missing (the {kind} tokenizer this dir's ids were made with)")
     digest = hashlib.sha256(data).hexdigest()
@@ -146,7 +134,10 @@ def resolve(name: str, where: str = "data.tokenizer") -> Codec:
     """`data.tokenizer`: `rwkv-world` or the path of a tokenizer.json."""
     if name == rwkv_world.NAME:
         return rwkv_world.RwkvWorldCodec()
-    data = _read(name)
+    from .storage import Store
+
+    folder, _, file = name.rpartition("/")
+    data = Store(folder or ".").read_bytes(file)
     if data is None:
         raise UserError(f"{where}={name!r}: no such file (a tokenizer.json, or {rwkv_world.NAME})")
     return BpeCodec(data.decode("utf-8", "replace"), name)
