@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+from .parts import NORMS
 from .state import BlockState, ModelState
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -22,9 +23,10 @@ class LanguageModel(nn.Module):
         self.cfg = cfg
         self.cache_dtype = DTYPES[cfg.cache_dtype]
         self.emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        self.ln0 = nn.LayerNorm(cfg.n_embd)  # on the embeddings (the reference's blocks.0.ln0)
+        norm = NORMS[cfg.norm]
+        self.ln0 = norm(cfg.n_embd)  # on the embeddings (the reference's blocks.0.ln0)
         self.blocks = nn.ModuleList()
-        self.ln_out = nn.LayerNorm(cfg.n_embd)
+        self.ln_out = norm(cfg.n_embd)
         self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.grad_ckpt = False  # recompute each block in the backward pass (train.grad_ckpt)
         self.fused_ce = False   # loss through kernels.fused_linear_cross_entropy (train.fused_ce)

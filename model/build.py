@@ -5,9 +5,8 @@ import torch
 
 from .base import LanguageModel
 from .config import ModelConfig
-from .goldfinch import GoldFinch
 from .init import init_weights
-from .llama import Llama
+from .stack import BlockStack
 
 
 def build_model(cfg: ModelConfig, device: str | torch.device | None = None,
@@ -17,7 +16,7 @@ def build_model(cfg: ModelConfig, device: str | torch.device | None = None,
     cfg.validate()
     device = torch.device(device or "cpu")
     with device:
-        model = Llama(cfg) if cfg.arch == "llama" else GoldFinch(cfg)
+        model = BlockStack(cfg)
     if device.type != "meta":
         init_weights(model)
     if dtype is not None:

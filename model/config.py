@@ -5,9 +5,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-ARCHS = ("goldfinch", "finch", "llama")
-# The Finch-family mixers (model/mixers.py) and which one each arch uses when model.lower is unset.
-LOWER_DEFAULT = {"goldfinch": "finch_c2", "finch": "finch"}
+from .parts import CHANNEL_MIXERS, NORMS, TIME_MIXERS, recurrent_mixers
+
+ARCHS = ("goldfinch", "finch", "rwkv7", "llama")
+# the recurrent mixer each arch uses when model.lower is unset (llama has none)
+LOWER_DEFAULT = {"goldfinch": "finch_c2", "finch": "finch", "rwkv7": "rwkv7"}
 CACHE_DTYPES = ("bfloat16", "float16", "float32")
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs" / "model"
 
@@ -27,8 +29,16 @@ class ModelConfig:
     mix_lora_rank: int = 32
     decay_lora_rank: int = 64
     rope_theta: float = 10000.0  # the Llama baseline's RoPE base
-    lower: Optional[str] = None  # finch_c2 | finch: the mixer of the recurrent blocks (unset: per arch)
+    lower: Optional[str] = None  # the recurrent mixer below GOLD (unset: per arch)
+    cmix: Optional[str] = None   # the channel mix of every block (unset: the lower mixer's family)
+    norm: str = "layernorm"      # the block and output norms: layernorm | rmsnorm
     gold_rope_theta: Optional[float] = None  # unset: no position encoding in GOLD (the paper's main)
+    # RWKV-7 LoRA widths (decay, in-context rate, value residual, gate); unset: RWKV-LM's formula
+    x070_lora_w: Optional[int] = None
+    x070_lora_a: Optional[int] = None
+    x070_lora_v: Optional[int] = None
+    x070_lora_g: Optional[int] = None
+    head_size_divisor: int = 8  # Eagle (x052) divides the WKV output by this before its GroupNorm
     cache_dtype: str = "bfloat16"
 
     def __post_init__(self) -> None:
@@ -42,19 +52,15 @@ class ModelConfig:
         if self.arch not in ARCHS:
             raise bad("arch", f"unknown arch; expected one of {', '.join(ARCHS)}")
         for key in ("n_layer", "n_embd", "ctx_len", "head_size", "kv_compression",
-                    "mix_lora_rank", "decay_lora_rank"):
+                    "mix_lora_rank", "decay_lora_rank", "head_size_divisor"):
             if int(getattr(self, key)) <= 0:
                 raise bad(key, "must be a positive integer")
-        if self.vocab_size is not None and self.vocab_size <= 0:
-            raise bad("vocab_size", "must be a positive integer (or unset to take it from the data)")
+        for key in ("vocab_size", "x070_lora_w", "x070_lora_a", "x070_lora_v", "x070_lora_g"):
+            if getattr(self, key) is not None and getattr(self, key) <= 0:
+                raise bad(key, "must be a positive integer (or unset)")
         if self.gold_ratio < 1:
             raise bad("gold_ratio", "must be >= 1 (GOLD layers are 1/gold_ratio of all layers)")
-        if self.lower is not None:
-            from .mixers import known_mixers
-            if self.arch == "llama":
-                raise bad("lower", "the Llama baseline has no recurrent blocks")
-            if self.lower not in known_mixers():
-                raise bad("lower", f"unknown mixer; expected one of {', '.join(known_mixers())}")
+        self._validate_parts(bad)
         if self.gold_rope_theta is not None:
             if self.arch != "goldfinch":
                 raise bad("gold_rope_theta", "only GoldFinch has GOLD blocks")
@@ -79,6 +85,21 @@ class ModelConfig:
             raise bad("head_size", "RoPE needs an even head size")
         return self
 
+    def _validate_parts(self, bad) -> None:
+        if self.lower is not None:
+            if self.arch == "llama":
+                raise bad("lower", "the Llama baseline has no recurrent blocks")
+            if self.lower not in recurrent_mixers():
+                raise bad("lower", f"unknown mixer; expected one of {', '.join(recurrent_mixers())}")
+        if self.cmix is not None and self.cmix not in CHANNEL_MIXERS:
+            raise bad("cmix", f"unknown channel mix; expected one of {', '.join(CHANNEL_MIXERS)}")
+        if self.norm not in NORMS:
+            raise bad("norm", f"unknown norm; expected one of {', '.join(NORMS)}")
+        if self.lower_mixer != "rwkv7":
+            for key in ("x070_lora_w", "x070_lora_a", "x070_lora_v", "x070_lora_g"):
+                if getattr(self, key) is not None:
+                    raise bad(key, "only the RWKV-7 mixer (model.lower=rwkv7) has this LoRA")
+
     # Derived sizes: computed, never stored, so overrides cannot make them disagree.
     @property
     def att_width(self) -> int:
@@ -89,32 +110,45 @@ class ModelConfig:
         return self.att_width // self.head_size
 
     @property
+    def channel_mixer(self) -> str:
+        """The channel mix of every block: model.cmix, else the lower mixer's own (swiglu for
+        Llama), so GoldFinch-7's GOLD blocks use x070 like the RWKV-7 blocks below them."""
+        if self.cmix:
+            return self.cmix
+        if self.arch == "llama":
+            return "swiglu"
+        return TIME_MIXERS[self.lower_mixer].default_cmix
+
+    @property
     def ffn_width(self) -> int:
         if self.dim_ffn:
             return self.dim_ffn
-        if self.arch == "llama":
-            # the paper's SwiGLU width: 8/3 of n_embd, rounded down to a multiple of 32
-            return self.n_embd * 4 * 2 // 3 // 32 * 32
-        return int(self.n_embd * 3.5) // 32 * 32
+        return CHANNEL_MIXERS[self.channel_mixer].default_width(self.n_embd)
 
     @property
     def lower_mixer(self) -> str | None:
-        """The Finch-family mixer of the recurrent blocks (None for Llama)."""
+        """The recurrent mixer of the lower blocks (None for Llama)."""
         return None if self.arch == "llama" else self.lower or LOWER_DEFAULT[self.arch]
 
     @property
     def n_finch(self) -> int:
-        """As the reference splits: the lower int(L·(r−1)/r) blocks are recurrent, so the GOLD
-        count rounds up (L=4, r=3: 2 GOLD blocks)."""
+        """Recurrent blocks. As the reference splits: the lower int(L·(r−1)/r) blocks are
+        recurrent, so the GOLD count rounds up (L=4, r=3: 2 GOLD blocks)."""
         if self.arch == "llama":
             return 0
-        if self.arch == "finch":
+        if self.arch != "goldfinch":
             return self.n_layer
         return int(self.n_layer * (self.gold_ratio - 1) / self.gold_ratio)
 
     @property
     def n_gold(self) -> int:
         return self.n_layer - self.n_finch if self.arch == "goldfinch" else 0
+
+    def block_mixer(self, layer: int) -> str:
+        """The registered time mixer of block `layer`."""
+        if self.arch == "llama":
+            return "llama"
+        return self.lower_mixer if layer < self.n_finch else "gold"
 
     @property
     def compressed_width(self) -> int:

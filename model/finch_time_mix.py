@@ -1,23 +1,60 @@
 """Finch time mixes: RWKV-6 (the Finch baseline, `finch`) and Finch-C2 (GoldFinch's, `finch_c2`)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from kernels import wkv6
 
-from .config import ModelConfig
-from .mixers import register_time_mixer
+from .init_schedules import channel_ramp, ln_x_scale, orthogonal, ratios
+from .part import TimeMixer
 from .token_mixing import DDLerp, TanhLoRA
 
+if TYPE_CHECKING:
+    from .config import ModelConfig
 
-class _FinchFamily(nn.Module):
+
+def lerp_amounts(dim: int, layer: int, n_layer: int, device) -> dict[str, torch.Tensor]:
+    """RWKV-6's token-shift amounts per ddlerp slot (GOLD's q, k, v follow them too)."""
+    r01, r10 = ratios(layer, n_layer)
+    ddd = channel_ramp(dim, device)
+    base, half = 1.0 - ddd.pow(r10), 1.0 - ddd.pow(0.5 * r10)
+    value = 1.0 - (ddd.pow(r10) + 0.3 * r01)
+    return {"x": base, "r": half, "g": half, "q": half, "k": base, "w": base, "v": value, "v2": value}
+
+
+def reset_ddlerp(mix: DDLerp, layer: int, n_layer: int) -> None:
+    amounts = lerp_amounts(mix.mu_x.numel(), layer, n_layer, mix.mu_x.device)
+    mix.mu_x.copy_(amounts["x"])
+    for i, name in enumerate(mix.names):
+        mix.mu[i].copy_(amounts[name])
+    nn.init.zeros_(mix.lora_a)
+    nn.init.uniform_(mix.lora_b, -0.01, 0.01)
+
+
+def bonus_schedule(n_head: int, head_size: int, layer: int, n_layer: int, device) -> torch.Tensor:
+    r01, _ = ratios(layer, n_layer)
+    n = torch.arange(n_head * head_size, device=device, dtype=torch.float32)
+    frac = n / max(n.numel() - 1, 1)
+    return (r01 * (1.0 - frac) + ((n + 1) % 3 - 1) * 0.1).view(n_head, head_size)
+
+
+def decay_schedule(width: int, layer: int, n_layer: int, device) -> torch.Tensor:
+    r01, _ = ratios(layer, n_layer)
+    n = torch.arange(width, device=device, dtype=torch.float32)
+    return -6.0 + 5.0 * (n / max(width - 1, 1)).pow(0.7 + 1.3 * r01)
+
+
+class _FinchFamily(TimeMixer):
     """What both share: a five-way ddlerp, r/k/v maps, a data-dependent log-log decay, WKV6."""
 
     slots: tuple[str, ...] = ()
+    ref_slots: tuple[str, ...] = ()  # the reference's order of the same slots
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
         d, a = cfg.n_embd, cfg.att_width
         self.n_head, self.head_size = cfg.n_head, cfg.head_size
@@ -36,49 +73,104 @@ class _FinchFamily(nn.Module):
                             state=wkv_state)
         return y.reshape(b, t, -1), wkv_state
 
+    @classmethod
+    def infer_fields(cls, sd: dict, att: str) -> dict:
+        n_head, head_size = sd[att + "time_faaaa"].shape
+        return dict(head_size=head_size, dim_att=n_head * head_size,
+                    mix_lora_rank=sd[att + "time_maa_w2"].shape[1],
+                    decay_lora_rank=sd[att + "time_decay_w1"].shape[1])
 
-@register_time_mixer("finch")
+    def reset_parameters(self, layer: int, n_layer: int) -> None:
+        reset_ddlerp(self.mix, layer, n_layer)
+        orthogonal(self.receptance.weight)
+        orthogonal(self.key.weight, 0.1)
+        orthogonal(self.value.weight)
+        nn.init.zeros_(self.output.weight)
+        self.decay_base.copy_(decay_schedule(self.decay_base.numel(), layer, n_layer,
+                                             self.decay_base.device))
+        self.decay_lora.reset_parameters()
+        self.ln_x.weight.fill_(ln_x_scale(layer, n_layer))
+        nn.init.zeros_(self.ln_x.bias)
+
+    def ref_rules(self, b, ours: str, ref: str) -> None:
+        b.ddlerp(f"{ours}.mix", ref, self.ref_slots, self.slots, b_first=self.lora_b_first)
+        b.same(f"{ours}.decay_base", f"{ref}.time_decay", (1, 1, self.decay_base.numel()))
+        b.same(f"{ours}.decay_lora.a", f"{ref}.time_decay_w1")
+        b.same(f"{ours}.decay_lora.b", f"{ref}.time_decay_w2")
+        self.own_ref_rules(b, ours, ref)
+        for lin in self.linears:
+            b.same(f"{ours}.{lin}.weight", f"{ref}.{lin}.weight")
+        b.layer_norm(f"{ours}.ln_x", f"{ref}.ln_x")
+
+
 class FinchTimeMix(_FinchFamily):
     """RWKV-6: y = GroupNorm(wkv6(r, k, v, w, u)) * silu(g), with the bonus u."""
 
     slots = ("r", "k", "v", "w", "g")
+    ref_slots = ("w", "k", "v", "r", "g")
+    lora_b_first = False
+    linears = ("receptance", "key", "value", "gate", "output")
+    title, signature, ref_signature = "RWKV-6", "att.bonus", "time_maa_g"
 
-    def __init__(self, cfg: ModelConfig):
-        super().__init__(cfg)
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__(cfg, layer)
         self.bonus = nn.Parameter(torch.empty(self.n_head, self.head_size))
         self.gate = nn.Linear(cfg.n_embd, cfg.att_width, bias=False)
         self.ln_x = nn.GroupNorm(self.n_head, cfg.att_width, eps=64e-5)
 
-    def forward(self, x: torch.Tensor, shift: torch.Tensor | None, wkv_state: torch.Tensor | None):
-        """x [B, T, C] (already layer-normed) -> (out, new WKV state)."""
-        m = self.mix(x, shift)
+    def forward(self, x: torch.Tensor, st, ctx):
+        """x [B, T, C] (already normed) -> (out, the new token shift and WKV state)."""
+        m = self.mix(x, st.att_shift)
         w = self.decay_base + self.decay_lora(m["w"])
         y, wkv_state = self._wkv(self.receptance(m["r"]), self.key(m["k"]), self.value(m["v"]), w,
-                                 self.bonus, wkv_state)
+                                 self.bonus, st.wkv)
         b, t, a = y.shape
         y = self.ln_x(y.reshape(b * t, a)).view(b, t, a) * F.silu(self.gate(m["g"]))
-        return self.output(y), wkv_state
+        return self.output(y), {"att_shift": x[:, -1], "wkv": wkv_state}
+
+    def reset_parameters(self, layer: int, n_layer: int) -> None:
+        super().reset_parameters(layer, n_layer)
+        self.bonus.copy_(bonus_schedule(self.n_head, self.head_size, layer, n_layer,
+                                        self.bonus.device))
+        orthogonal(self.gate.weight, 0.1)
+
+    def own_ref_rules(self, b, ours: str, ref: str) -> None:
+        b.same(f"{ours}.bonus", f"{ref}.time_faaaa")
 
 
-@register_time_mixer("finch_c2")
 class FinchC2TimeMix(_FinchFamily):
     """Finch-C2: keys scaled by (1 - decay), no bonus, and a second value v2 added to the WKV
     output before a LayerNorm: y = LN(wkv6(r, k*(1-decay), v, w, 0) + v2)."""
 
     slots = ("r", "k", "v", "w", "v2")
+    ref_slots = ("r", "k", "v", "w", "v2")
+    lora_b_first = True  # the reference registers its ddlerp LoRA's B before A
+    linears = ("receptance", "key", "value", "output")
+    title, signature, ref_signature = "Finch-C2", "att.v2_lora.a", "time_value2_w1"
 
-    def __init__(self, cfg: ModelConfig):
-        super().__init__(cfg)
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__(cfg, layer)
         self.v2_lora = TanhLoRA(cfg.n_embd, cfg.decay_lora_rank, cfg.att_width)
         self.ln_x = nn.LayerNorm(cfg.att_width)
         # Never read: the reference keeps a bonus tensor in Finch-C2 too; holding it lets its
         # checkpoints convert in and back out unchanged.
         self.register_buffer("unused_bonus", torch.zeros(self.n_head, self.head_size))
 
-    def forward(self, x: torch.Tensor, shift: torch.Tensor | None, wkv_state: torch.Tensor | None):
-        m = self.mix(x, shift)
+    def forward(self, x: torch.Tensor, st, ctx):
+        m = self.mix(x, st.att_shift)
         w = self.decay_base + self.decay_lora(m["w"])
         k = self.key(m["k"]) * -torch.expm1(-torch.exp(w))  # one minus the per-channel decay
-        y, wkv_state = self._wkv(self.receptance(m["r"]), k, self.value(m["v"]), w, None, wkv_state)
+        y, wkv_state = self._wkv(self.receptance(m["r"]), k, self.value(m["v"]), w, None, st.wkv)
         y = self.ln_x(y + self.value(m["v2"]) + self.v2_lora(m["v2"]))
-        return self.output(y), wkv_state
+        return self.output(y), {"att_shift": x[:, -1], "wkv": wkv_state}
+
+    def reset_parameters(self, layer: int, n_layer: int) -> None:
+        super().reset_parameters(layer, n_layer)
+        self.v2_lora.reset_parameters()
+        self.unused_bonus.copy_(bonus_schedule(self.n_head, self.head_size, layer, n_layer,
+                                               self.unused_bonus.device))
+
+    def own_ref_rules(self, b, ours: str, ref: str) -> None:
+        b.same(f"{ours}.v2_lora.a", f"{ref}.time_value2_w1")
+        b.same(f"{ours}.v2_lora.b", f"{ref}.time_value2_w2")
+        b.same(f"{ours}.unused_bonus", f"{ref}.time_faaaa")

@@ -22,6 +22,11 @@ class TanhLoRA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.tanh(x @ self.a) @ self.b
 
+    def reset_parameters(self) -> None:
+        """A zero, B uniform ±0.01: the offset starts at zero but can learn."""
+        nn.init.zeros_(self.a)
+        nn.init.uniform_(self.b, -0.01, 0.01)
+
 
 class DDLerp(nn.Module):
     """Data-dependent lerp between x_t and x_{t-1}, one output per name.

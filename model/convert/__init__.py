@@ -23,10 +23,10 @@ __all__ = ["ConvertError", "export_reference", "from_reference", "import_referen
            "infer_config", "read_reference", "to_reference"]
 
 
-def _our_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+def _rules(cfg: ModelConfig):
     from ..build import build_model
 
-    return {k: tuple(v.shape) for k, v in build_model(cfg, device="meta").state_dict().items()}
+    return reference_rules(cfg, build_model(cfg, device="meta"))
 
 
 def read_reference(path: str | Path) -> dict[str, torch.Tensor]:
@@ -66,7 +66,7 @@ def from_reference(sd: dict[str, torch.Tensor], overrides: list[str] | None = No
                    ) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     """(our config, our state dict) for a reference state dict; dtypes are kept."""
     cfg = infer_config(sd, overrides)
-    rules = reference_rules(cfg, _our_shapes(cfg))
+    rules = _rules(cfg)
     _check_keys(sd, rules)
     ours = {r.ours: r.to_ours([sd[k] for k in r.refs]).contiguous().clone() for r in rules}
     return cfg, ours
@@ -74,7 +74,7 @@ def from_reference(sd: dict[str, torch.Tensor], overrides: list[str] | None = No
 
 def to_reference(cfg: ModelConfig, ours: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The reference's state dict (its names, shapes and order) for our weights."""
-    rules = reference_rules(cfg, _our_shapes(cfg))
+    rules = _rules(cfg)
     missing = [r.ours for r in rules if r.ours not in ours]
     if missing:
         raise ConvertError(f"{len(missing)} of this model's tensors are missing: {', '.join(missing[:5])}")

@@ -11,6 +11,8 @@ import re
 import torch
 
 from ..config import ModelConfig, load_model_config
+from ..parts import CHANNEL_MIXERS, TIME_MIXERS
+from ..rwkv7_time_mix import lora_width
 
 # the reference's defaults for what no weight records
 REFERENCE_DEFAULTS = {"ctx_len": 1024, "head_size": 64}
@@ -27,18 +29,14 @@ def _shape(sd: dict[str, torch.Tensor], key: str) -> tuple[int, ...]:
     return tuple(sd[key].shape)
 
 
-def _block_kind(sd: dict[str, torch.Tensor], i: int) -> str:
-    att = f"blocks.{i}.att."
-    if att + "wq.weight" in sd:
-        return "llama"
-    if att + "time_maa_v_cache" in sd:
-        return "gold"
-    if att + "time_value2_w1" in sd:
-        return "finch_c2"
-    if att + "time_maa_g" in sd or att + "gate.weight" in sd:
-        return "finch"
-    raise ConvertError(f"block {i}: its time mix is none of RWKV-6 (x060), Finch-C2 (x060c2), "
-                       "GOLD or Llama (no time_maa_g, time_value2_w1, time_maa_v_cache or wq)")
+def _part_at(sd: dict[str, torch.Tensor], prefix: str, table: dict, what: str) -> str:
+    """The registered part whose authors' signature key is under `prefix` (exactly one)."""
+    found = [name for name, cls in table.items() if prefix + cls.ref_signature in sd]
+    if len(found) != 1:
+        known = ", ".join(f"{n} ({cls.ref_signature})" for n, cls in table.items())
+        raise ConvertError(f"{prefix[:-1]}: {'no' if not found else 'more than one'} known {what} "
+                           f"matches its keys; known kinds and their signature keys: {known}")
+    return found[0]
 
 
 def _gold_ratio(n_layer: int, n_lower: int) -> int:
@@ -58,28 +56,28 @@ def infer_config(sd: dict[str, torch.Tensor], overrides: list[str] | None = None
     if not indices:
         raise ConvertError("no blocks.N.* keys: not a GoldFinch-family state dict")
     n_layer = max(indices) + 1
-    kinds = [_block_kind(sd, i) for i in range(n_layer)]
+    kinds = [_part_at(sd, f"blocks.{i}.att.", TIME_MIXERS, "time mix") for i in range(n_layer)]
     fields: dict[str, object] = dict(n_layer=n_layer, n_embd=n_embd, vocab_size=vocab,
                                      ctx_len=REFERENCE_DEFAULTS["ctx_len"])
     first = "blocks.0.att."
-    if kinds[0] == "llama":
-        if set(kinds) != {"llama"}:
-            raise ConvertError(f"block kinds {kinds} mix Llama with other blocks")
-        fields.update(arch="llama", head_size=REFERENCE_DEFAULTS["head_size"],
-                      dim_att=_shape(sd, first + "wq.weight")[0],
-                      dim_ffn=_shape(sd, "blocks.0.ffn.w1.weight")[0])
+    lower = kinds[0]
+    n_lower = n_layer if lower == "llama" else kinds.index("gold") if "gold" in kinds else n_layer
+    if lower == "gold" or kinds[:n_lower] != [lower] * n_lower or any(
+            k != "gold" for k in kinds[n_lower:]):
+        raise ConvertError(f"block kinds {kinds}: expected blocks of one kind (recurrent or "
+                           "Llama), then GOLD blocks above recurrent ones")
+    cmix = _part_at(sd, "blocks.0.ffn.", CHANNEL_MIXERS, "channel mix")
+    try:
+        sizes = TIME_MIXERS[lower].infer_fields(sd, first)
+    except KeyError as err:
+        raise ConvertError(f"missing key {err.args[0]!r}") from None
+    fields.update(cmix=cmix, dim_ffn=_shape(sd, f"blocks.0.ffn.{CHANNEL_MIXERS[cmix].width_key}")[0],
+                  **sizes)
+    if lower == "llama":
+        fields.update(arch="llama", head_size=REFERENCE_DEFAULTS["head_size"])
     else:
-        lower = kinds[0]
-        n_lower = kinds.index("gold") if "gold" in kinds else n_layer
-        if kinds[:n_lower] != [lower] * n_lower or any(k != "gold" for k in kinds[n_lower:]):
-            raise ConvertError(f"block kinds {kinds}: expected recurrent blocks of one kind, "
-                               "then GOLD blocks")
-        n_head, head_size = _shape(sd, first + "time_faaaa")
-        fields.update(arch="goldfinch" if n_lower < n_layer else "finch", lower=lower,
-                      head_size=head_size, dim_att=n_head * head_size,
-                      dim_ffn=_shape(sd, "blocks.0.ffn.key.weight")[0],
-                      mix_lora_rank=_shape(sd, first + "time_maa_w2")[1],
-                      decay_lora_rank=_shape(sd, first + "time_decay_w1")[1])
+        arch = "goldfinch" if n_lower < n_layer else "rwkv7" if lower == "rwkv7" else "finch"
+        fields.update(arch=arch, lower=lower)
         if n_lower < n_layer:
             compressed = _shape(sd, "w_kv_cache_a.weight")[0]
             if n_embd % compressed:
@@ -95,14 +93,18 @@ def infer_config(sd: dict[str, torch.Tensor], overrides: list[str] | None = None
 
 
 def _simplest(cfg: ModelConfig) -> ModelConfig:
-    """Drop explicit widths and mixers that equal what the config would derive anyway, so the
-    written config.json reads like a hand-made one."""
+    """Drop explicit widths, mixers and LoRA sizes that equal what the config would derive
+    anyway, so the written config.json reads like a hand-made one."""
     from dataclasses import replace
 
-    if cfg.dim_att == cfg.n_embd:
-        cfg = replace(cfg, dim_att=None)
-    if cfg.dim_ffn and cfg.dim_ffn == replace(cfg, dim_ffn=None).ffn_width:
-        cfg = replace(cfg, dim_ffn=None)
-    if cfg.lower is not None and cfg.lower == replace(cfg, lower=None).lower_mixer:
-        cfg = replace(cfg, lower=None)
+    derived = {"dim_att": "att_width", "cmix": "channel_mixer", "dim_ffn": "ffn_width",
+               "lower": "lower_mixer"}
+    for key, prop in derived.items():  # cmix before dim_ffn: the width derives from the mix
+        if getattr(cfg, key) is not None:
+            plain = replace(cfg, **{key: None})
+            if getattr(plain, prop) == getattr(cfg, prop):
+                cfg = plain
+    for kind in ("w", "a", "v", "g"):
+        if getattr(cfg, f"x070_lora_{kind}") == lora_width(kind, cfg.n_embd):
+            cfg = replace(cfg, **{f"x070_lora_{kind}": None})
     return cfg

@@ -1,10 +1,9 @@
 """How the reference implementation's parameters map onto ours, tensor by tensor.
 
-The reference (recursal/GoldFinch-paper) keeps every token-shift amount as its own [1, 1, C]
-tensor, orders the five Finch ddlerp slots w, k, v, r, g (Finch-C2: r, k, v, w, v2), keeps q, k and
-v of its Llama separate, holds LN0 in block 0 and names the key compression at model level. Each
-`Rule` below turns one of our tensors into the reference's tensors and back, losslessly: only
-reshapes, concatenations and slot permutations, never arithmetic.
+The authors' checkpoints (recursal/GoldFinch-paper; RWKV-LM for x070 and x052) hold LN0 in block 0
+and name the key compression at model level; inside a block each registered part maps its own
+tensors (`Part.ref_rules`). Each `Rule` turns one of our tensors into the authors' tensors and
+back, losslessly: only reshapes, concatenations and slot permutations, never arithmetic.
 """
 from __future__ import annotations
 
@@ -14,14 +13,8 @@ from typing import Callable
 import torch
 
 from ..config import ModelConfig
-from ..mixers import time_mixer
 
 Shape = tuple[int, ...]
-
-# slot order of the reference's ddlerp LoRA (the order it unbinds the amounts in); ours is each
-# registered mixer's `slots`
-REF_SLOTS = {"finch": ("w", "k", "v", "r", "g"), "finch_c2": ("r", "k", "v", "w", "v2")}
-
 
 @dataclass(frozen=True)
 class Rule:
@@ -64,6 +57,8 @@ def _concatenated(ours: str, refs: tuple[str, ...], ref_shape: Shape) -> Rule:
 
 
 class _Builder:
+    """What a part's `ref_rules` calls to add its rules, in the authors' state-dict order."""
+
     def __init__(self, cfg: ModelConfig, our_shapes: dict[str, Shape]):
         self.cfg, self.shapes, self.rules = cfg, our_shapes, []
 
@@ -74,6 +69,18 @@ class _Builder:
     def layer_norm(self, ours: str, ref: str) -> None:
         self.same(f"{ours}.weight", f"{ref}.weight")
         self.same(f"{ours}.bias", f"{ref}.bias")
+
+    def norm(self, ours: str, ref: str) -> None:
+        """A LayerNorm (weight, bias) or an RMSNorm (weight only)."""
+        self.same(f"{ours}.weight", f"{ref}.weight")
+        if f"{ours}.bias" in self.shapes:
+            self.same(f"{ours}.bias", f"{ref}.bias")
+
+    def stacked(self, ours: str, refs: tuple[str, ...], ref_shape: Shape) -> None:
+        self.rules.append(_stacked(ours, refs, ref_shape))
+
+    def concatenated(self, ours: str, refs: tuple[str, ...], ref_shape: Shape) -> None:
+        self.rules.append(_concatenated(ours, refs, ref_shape))
 
     def ddlerp(self, ours: str, ref: str, ref_slots: tuple[str, ...], our_slots: tuple[str, ...],
                b_first: bool) -> None:
@@ -90,80 +97,21 @@ class _Builder:
         self.rules.extend(reversed(lora) if b_first else lora)
 
 
-def _finch_att(b: _Builder, ours: str, ref: str, mixer: str) -> None:
-    a = b.cfg.att_width
-    b.ddlerp(f"{ours}.mix", ref, REF_SLOTS[mixer], time_mixer(mixer).slots, b_first=mixer == "finch_c2")
-    b.same(f"{ours}.decay_base", f"{ref}.time_decay", (1, 1, a))
-    b.same(f"{ours}.decay_lora.a", f"{ref}.time_decay_w1")
-    b.same(f"{ours}.decay_lora.b", f"{ref}.time_decay_w2")
-    if mixer == "finch_c2":
-        b.same(f"{ours}.v2_lora.a", f"{ref}.time_value2_w1")
-        b.same(f"{ours}.v2_lora.b", f"{ref}.time_value2_w2")
-        b.same(f"{ours}.unused_bonus", f"{ref}.time_faaaa")
-    else:
-        b.same(f"{ours}.bonus", f"{ref}.time_faaaa")
-    for lin in ("receptance", "key", "value") + (("gate",) if mixer == "finch" else ()) + ("output",):
-        b.same(f"{ours}.{lin}.weight", f"{ref}.{lin}.weight")
-    b.layer_norm(f"{ours}.ln_x", f"{ref}.ln_x")
-
-
-def _gold_att(b: _Builder, ours: str, ref: str) -> None:
-    c = b.cfg.n_embd
-    b.same(f"{ours}.q_mix.mu_x", f"{ref}.time_maa_x", (1, 1, c))
-    b.same(f"{ours}.q_mix.mu", f"{ref}.time_maa_q", (1, 1, c))
-    b.same(f"{ours}.kv_mix.mu_x", f"{ref}.time_maa_v_cache", (1, 1, c))
-    b.rules.append(_stacked(f"{ours}.kv_mix.mu", (f"{ref}.time_maa_k", f"{ref}.time_maa_v"),
-                            (1, 1, c)))
-    rank = b.shapes[f"{ours}.q_mix.lora_b"][1]
-    b.same(f"{ours}.q_mix.lora_a", f"{ref}.time_maa_q_w1")
-    b.same(f"{ours}.q_mix.lora_b", f"{ref}.time_maa_q_w2", (rank, c))
-    b.same(f"{ours}.kv_mix.lora_a", f"{ref}.time_maa_kv_w1")
-    b.same(f"{ours}.kv_mix.lora_b", f"{ref}.time_maa_kv_w2")
-    for lora, name in (("k_lora", "time_key"), ("v_lora", "time_value")):
-        b.same(f"{ours}.{lora}.a", f"{ref}.{name}_w1")
-        b.same(f"{ours}.{lora}.b", f"{ref}.{name}_w2")
-    b.same(f"{ours}.query.weight", f"{ref}.query.weight")
-    b.same(f"{ours}.output.weight", f"{ref}.output.weight")
-    for ln in ("ln_q", "ln_k", "ln_v", "ln_x"):
-        b.layer_norm(f"{ours}.{ln}", f"{ref}.{ln}")
-
-
-def _channel_mix(b: _Builder, ours: str, ref: str) -> None:
-    c = b.cfg.n_embd
-    b.same(f"{ours}.mu_k", f"{ref}.time_maa_k", (1, 1, c))
-    b.same(f"{ours}.mu_r", f"{ref}.time_maa_r", (1, 1, c))
-    for lin in ("key", "receptance", "value"):
-        b.same(f"{ours}.{lin}.weight", f"{ref}.{lin}.weight")
-
-
-def _llama_block(b: _Builder, ours: str, ref: str) -> None:
-    a, c = b.cfg.att_width, b.cfg.n_embd
-    b.rules.append(_concatenated(f"{ours}.att.qkv.weight",
-                                 tuple(f"{ref}.att.w{x}.weight" for x in "qkv"), (a, c)))
-    b.same(f"{ours}.att.output.weight", f"{ref}.att.wo.weight")
-    for ours_lin, ref_lin in (("gate", "w1"), ("down", "w2"), ("up", "w3")):
-        b.same(f"{ours}.ffn.{ours_lin}.weight", f"{ref}.ffn.{ref_lin}.weight")
-
-
-def reference_rules(cfg: ModelConfig, our_shapes: dict[str, Shape]) -> list[Rule]:
-    """Every tensor of a model with config `cfg`, in the reference's state-dict order."""
+def reference_rules(cfg: ModelConfig, model) -> list[Rule]:
+    """Every tensor of `model` (built from `cfg`, on any device, meta too), in the authors'
+    state-dict order."""
+    our_shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     b = _Builder(cfg, our_shapes)
     b.same("emb.weight", "emb.weight")
-    for i in range(cfg.n_layer):
-        ours = ref = f"blocks.{i}"
-        b.layer_norm(f"{ours}.ln1", f"{ref}.ln1")
-        b.layer_norm(f"{ours}.ln2", f"{ref}.ln2")
+    for i, block in enumerate(model.blocks):
+        name = f"blocks.{i}"
+        b.norm(f"{name}.ln1", f"{name}.ln1")
+        b.norm(f"{name}.ln2", f"{name}.ln2")
         if i == 0:
-            b.layer_norm("ln0", f"{ref}.ln0")
-        if cfg.arch == "llama":
-            _llama_block(b, ours, ref)
-            continue
-        if i < cfg.n_finch:
-            _finch_att(b, f"{ours}.att", f"{ref}.att", cfg.lower_mixer)
-        else:
-            _gold_att(b, f"{ours}.att", f"{ref}.att")
-        _channel_mix(b, f"{ours}.ffn", f"{ref}.ffn")
-    b.layer_norm("ln_out", "ln_out")
+            b.norm("ln0", f"{name}.ln0")
+        block.att.ref_rules(b, f"{name}.att", f"{name}.att")
+        block.ffn.ref_rules(b, f"{name}.ffn", f"{name}.ffn")
+    b.norm("ln_out", "ln_out")
     b.same("head.weight", "head.weight")
     if cfg.n_gold:
         b.same("kv_compression.compress.weight", "w_kv_cache_a.weight")

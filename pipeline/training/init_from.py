@@ -16,6 +16,8 @@ import re
 import torch
 from omegaconf import OmegaConf
 
+from model.parts import TIME_MIXERS, mixer_of_signature, recurrent_mixers
+
 from . import checkpointing
 from ..errors import PipelineError
 
@@ -65,26 +67,22 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     return _from_checkpoint(path / "checkpoints", tag)
 
 
-# a parameter only one kind of time mix has, and the kind it tells
-_MIXER_SIGNATURES = {"att.v2_lora.a": "Finch-C2 (finch_c2)", "att.gate.weight": "RWKV-6 (finch)",
-                     "att.query.weight": "GOLD", "att.qkv.weight": "Llama"}
-_RECURRENT = {"Finch-C2 (finch_c2)", "RWKV-6 (finch)"}
-
-
 def block_mixers(names) -> dict[int, str]:
-    """Block index -> its time mix, read off our parameter names."""
+    """Block index -> its registered time mixer, read off our parameter names (each mixer has a
+    parameter no other has: its `signature`)."""
     kinds = {}
     for name in names:
         m = re.match(r"blocks\.(\d+)\.(.+)$", name)
-        if m and m.group(2) in _MIXER_SIGNATURES:
-            kinds[int(m.group(1))] = _MIXER_SIGNATURES[m.group(2)]
+        if m and (mixer := mixer_of_signature(m.group(2))) is not None:
+            kinds[int(m.group(1))] = f"{TIME_MIXERS[mixer].title} ({mixer})"
     return kinds
 
 
 def _refuse_other_recurrent_mixers(source: str, weights, own) -> None:
     theirs, ours = block_mixers(weights), block_mixers(own)
+    recurrent = {f"{TIME_MIXERS[m].title} ({m})" for m in recurrent_mixers()}
     clash = [i for i in sorted(ours) if i in theirs and theirs[i] != ours[i]
-             and {theirs[i], ours[i]} <= _RECURRENT]
+             and {theirs[i], ours[i]} <= recurrent]
     if clash:
         i = clash[0]
         raise PipelineError(

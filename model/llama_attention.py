@@ -1,0 +1,55 @@
+"""The paper's Llama attention: fused q/k/v, RoPE over adjacent pairs, a K/V cache for decoding."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from .attention import causal_attention
+from .init_schedules import orthogonal
+from .part import TimeMixer
+from .rope import apply_rope
+
+if TYPE_CHECKING:
+    from .config import ModelConfig
+
+
+class LlamaAttention(TimeMixer):
+    family = "attention"
+    default_cmix = "swiglu"
+    title, signature, ref_signature = "Llama", "att.qkv.weight", "wq.weight"
+
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        d, a = cfg.n_embd, cfg.att_width
+        self.n_head, self.head_size, self.rope_theta = cfg.n_head, cfg.head_size, cfg.rope_theta
+        self.qkv = nn.Linear(d, 3 * a, bias=False)
+        self.output = nn.Linear(a, d, bias=False)
+
+    def forward(self, x: torch.Tensor, st, ctx):
+        """Keys and values are kept in ctx.store_dtype, the cache's format."""
+        b, t, _ = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.n_head, self.head_size).permute(2, 0, 3, 1, 4)
+        q = apply_rope(q, ctx.start, self.rope_theta)
+        k = apply_rope(k, ctx.start, self.rope_theta).to(ctx.store_dtype)
+        v = v.to(ctx.store_dtype)
+        if st.k is not None:
+            k, v = torch.cat([st.k, k], dim=2), torch.cat([st.v, v], dim=2)
+        y = causal_attention(q, k.to(q.dtype), v.to(q.dtype), ctx.start)
+        return self.output(y.transpose(1, 2).reshape(b, t, -1)), {"k": k, "v": v}
+
+    @classmethod
+    def infer_fields(cls, sd: dict, att: str) -> dict:
+        return dict(dim_att=sd[att + "wq.weight"].shape[0])
+
+    def reset_parameters(self, layer: int, n_layer: int) -> None:
+        """Every matrix orthogonal with gain 1 (q, k and v each on its own, as three maps)."""
+        for part in self.qkv.weight.chunk(3, dim=0):
+            nn.init.orthogonal_(part)
+        orthogonal(self.output.weight)
+
+    def ref_rules(self, b, ours: str, ref: str) -> None:
+        a, c = self.output.in_features, self.output.out_features
+        b.concatenated(f"{ours}.qkv.weight", tuple(f"{ref}.w{x}.weight" for x in "qkv"), (a, c))
+        b.same(f"{ours}.output.weight", f"{ref}.wo.weight")
