@@ -48,9 +48,12 @@ def report(cfg: ModelConfig, tokens: int = 64, device: str = "auto") -> dict:
     if device == "auto":
         device = "meta" if estimated_params(cfg) > META_ABOVE_PARAMS else "cpu"
     gold, recurrent = bytes_per_token(cfg, tokens, device)
-    llama, _ = bytes_per_token(replace(cfg, arch="llama"), tokens, device)
+    llama_cfg = replace(cfg, arch="llama", lower=None, cmix=None, x070_lora_w=None,
+                        x070_lora_a=None, x070_lora_v=None, x070_lora_g=None)
+    llama, _ = bytes_per_token(llama_cfg, tokens, device)
     return {
-        "n_layer": cfg.n_layer, "n_embd": cfg.n_embd, "kv_compression": cfg.kv_compression,
+        "n_layer": cfg.n_layer, "n_embd": cfg.n_embd, "lower": cfg.lower_mixer,
+        "kv_compression": cfg.kv_compression,
         "prefill_tokens": tokens, "device": device,
         "goldfinch_bytes_per_token": gold, "llama_bytes_per_token": llama,
         "ratio": round(llama / gold, 3),

@@ -151,6 +151,11 @@ class ModelConfig:
         return self.lower_mixer if layer < self.n_finch else "gold"
 
     @property
+    def variant(self) -> str:
+        """The architecture's short name: arch, or goldfinch7 for GOLD over RWKV-7."""
+        return "goldfinch7" if self.arch == "goldfinch" and self.lower_mixer == "rwkv7" else self.arch
+
+    @property
     def compressed_width(self) -> int:
         return self.n_embd // self.kv_compression
 

@@ -44,6 +44,10 @@ class GoldTimeMix(TimeMixer):
         self.ln_x = nn.LayerNorm(a)
         self.output = nn.Linear(a, d, bias=False)
 
+    @classmethod
+    def infer_fields(cls, sd: dict, att: str) -> dict:
+        return dict(mix_lora_rank=sd[att + "time_maa_q_w1"].shape[1])
+
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
         return x.view(b, t, self.n_head, self.head_size).transpose(1, 2)

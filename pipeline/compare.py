@@ -45,7 +45,8 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "compare" / "
 
 @dataclass
 class CompareConfig:
-    archs: list[str] = field(default_factory=lambda: ["goldfinch", "finch", "llama"])
+    archs: list[str] = field(default_factory=lambda: ["goldfinch", "finch", "llama", "rwkv7",
+                                                      "goldfinch7"])
     preset: str = "configs/model/{arch}-tiny.yaml"  # each arch's model preset ({arch} is filled in)
     data: str = "data/default"
     steps: int = 100
@@ -126,9 +127,9 @@ def count_params(cfg: CompareConfig) -> dict[str, int]:
     counts = {}
     for arch in cfg.archs:
         run_cfg = load_run_config(cfg.preset.format(arch=arch), train_args(cfg, arch)[2:])
-        if run_cfg.model.arch != arch:
-            raise ValueError(f"preset {cfg.preset.format(arch=arch)} builds arch "
-                             f"{run_cfg.model.arch!r}, not {arch!r}")
+        if run_cfg.model.variant != arch:
+            raise ValueError(f"preset {cfg.preset.format(arch=arch)} builds "
+                             f"{run_cfg.model.variant!r}, not {arch!r}")
         model_cfg = run_cfg.model if run_cfg.model.vocab_size else replace(run_cfg.model, vocab_size=vocab)
         counts[arch] = build_model(model_cfg, device="meta").num_params()
     return counts

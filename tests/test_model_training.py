@@ -21,7 +21,9 @@ def test_every_parameter_gets_a_gradient(arch):
     lm_loss(model, torch.randint(0, VOCAB, (2, 17))).backward()
     missing = [n for n, p in model.named_parameters()
                if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0]
-    assert missing == []
+    # RWKV-7's first block holds a value residual it never reads (as RWKV-LM's does)
+    unused = [f"blocks.0.att.v{i}" for i in range(3)] if model.cfg.lower_mixer == "rwkv7" else []
+    assert missing == unused
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -125,11 +127,14 @@ def test_activation_checkpointing_gives_the_same_gradients(arch):
     model = tiny_model(arch)
     idx = torch.randint(0, VOCAB, (2, 13))
     lm_loss(model, idx).backward()
-    plain = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad()
+    plain = {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
     model.grad_ckpt = True
     lm_loss(model, idx).backward()
     for n, p in model.named_parameters():
+        if plain[n] is None:  # RWKV-7's unused first-block value residual: unused both ways
+            assert p.grad is None, n
+            continue
         torch.testing.assert_close(p.grad, plain[n], atol=1e-6, rtol=1e-5, msg=n)
 
 

@@ -28,7 +28,8 @@ def micro_args(tmp_path, *extra):
     return [f"data={tmp_path / 'data'}", "steps=2", "seeds=1", "ctx_len=32", "micro_batch=4", "val_batches=2",
             "eval_batches=2", "cache_context=64", f"out_dir={tmp_path / 'runs'}",
             f"tracking_dir={tmp_path / 'mlruns'}", f"results={tmp_path / 'docs' / 'RESULTS.md'}",
-            f"plot={tmp_path / 'docs' / 'img' / 'compare.png'}", MICRO, *extra]
+            f"plot={tmp_path / 'docs' / 'img' / 'compare.png'}", "archs=[goldfinch,finch,llama]", MICRO,
+            *extra]
 
 
 @pytest.mark.slow

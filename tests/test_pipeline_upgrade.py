@@ -65,3 +65,22 @@ def test_init_from_reads_a_reference_checkpoint(tmp_path, kind):
         assert "blocks.0.att.unused_bonus" in report["loaded"]
     else:
         assert "kv_compression.compress.weight" in report["new"]
+
+
+def test_rwkv7_pth_upgrades_to_goldfinch7_with_the_lower_blocks_bitwise(tmp_path):
+    """A released-layout RWKV-7 .pth under GOLD: its blocks compute exactly what they computed."""
+    from model.convert import from_reference
+    from rwkv_lm_reference import random_state_dict, x070_layout
+
+    sd = random_state_dict(x070_layout(4, 64, VOCAB, 16, dict(w=32, a=32, v=32, g=32)), seed=5)
+    torch.save(sd, tmp_path / "rwkv7.pth")
+    cfg, ours = from_reference(sd, ["cache_dtype=float32"])
+    rwkv7 = build_model(cfg).eval()
+    rwkv7.load_state_dict(ours)
+    up = build_model(tiny_config("goldfinch", lower="rwkv7", n_layer=6)).eval()
+    report = load_matching(up, str(tmp_path / "rwkv7.pth"))
+    assert (up.cfg.n_finch, up.cfg.n_gold) == (4, 2)
+    assert all(f"blocks.{i}.att.k_a" in report["loaded"] for i in range(4))
+    assert not any(n.startswith(("blocks.4.", "blocks.5.", "kv_compression.")) for n in report["loaded"])
+    idx = torch.randint(0, VOCAB, (2, 23))
+    assert torch.equal(hidden_after(up, 3, idx), hidden_after(rwkv7, 3, idx))

@@ -69,6 +69,8 @@ def infer_config(sd: dict[str, torch.Tensor], overrides: list[str] | None = None
     cmix = _part_at(sd, "blocks.0.ffn.", CHANNEL_MIXERS, "channel mix")
     try:
         sizes = TIME_MIXERS[lower].infer_fields(sd, first)
+        if n_lower < n_layer:
+            sizes.update(TIME_MIXERS["gold"].infer_fields(sd, f"blocks.{n_lower}.att."))
     except KeyError as err:
         raise ConvertError(f"missing key {err.args[0]!r}") from None
     fields.update(cmix=cmix, dim_ffn=_shape(sd, f"blocks.0.ffn.{CHANNEL_MIXERS[cmix].width_key}")[0],
@@ -101,7 +103,10 @@ def _simplest(cfg: ModelConfig) -> ModelConfig:
                "lower": "lower_mixer"}
     for key, prop in derived.items():  # cmix before dim_ffn: the width derives from the mix
         if getattr(cfg, key) is not None:
-            plain = replace(cfg, **{key: None})
+            try:
+                plain = replace(cfg, **{key: None})
+            except ValueError:  # the key is needed (e.g. lower=rwkv7 with its LoRA widths)
+                continue
             if getattr(plain, prop) == getattr(cfg, prop):
                 cfg = plain
     for kind in ("w", "a", "v", "g"):
