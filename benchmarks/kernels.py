@@ -5,8 +5,8 @@
 On CUDA: WKV6 Triton vs the chunked torch path (and flash-linear-attention's chunk_rwkv6 when
 `fla` is importable) at B=8, T=4096, H=32, K=V=64, bf16; fused linear+CE vs plain CE at
 N=8x4096 tokens, D=2048, vocab 65,536, bf16 (peak CUDA memory and time).
-Without CUDA: a small CPU variant (chunked torch vs the naive loop; fused vs plain CE peak RSS,
-each measured in a fresh subprocess) -- the GPU numbers need a GPU.
+Without CUDA: a small CPU variant (chunked torch vs the naive loop for WKV6 and WKV7; fused vs
+plain CE peak RSS, each measured in a fresh subprocess) -- the GPU numbers need a GPU.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from gpu_check_parts import median_ms  # noqa: E402  (one timer for both GPU benchmarks)
 import _repo_path  # noqa: E402,F401  (first: the `kernels` package, not this file)
-from kernels import fused_linear_cross_entropy, wkv6  # noqa: E402
+from kernels import fused_linear_cross_entropy, wkv6, wkv7  # noqa: E402
 
 
 def wkv6_flops(b: int, t: int, h: int, kk: int, vv: int) -> float:
@@ -43,7 +43,7 @@ def wkv6_inputs(b, t, h, kk, dtype, device, bonus):
 
 
 def fwd_bwd(fn, args):
-    """One forward and backward through fn(r, k, v, w, u) -> (y, final_state)."""
+    """One forward and backward through fn(*args) -> (y, final_state)."""
     def step():
         for a in args:
             if a is not None:
@@ -94,6 +94,29 @@ def bench_wkv6(device: str, repeats: int) -> None:
             base = base or sec
             print(f"  {name:>16}  u={'yes' if bonus else 'no ':3}  {sec * 1e3:10.2f} ms  "
                   f"x{sec / base:6.2f} vs first  {flops / sec / 1e12:8.3f} TFLOP/s")
+
+
+def wkv7_inputs(b, t, h, kk):
+    """RWKV-7-shaped fp32 inputs: decay in (0.545, 1), a = -kk, b = kk * alpha, |kk| = 1."""
+    g = torch.Generator().manual_seed(0)
+    mk = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    unit = F.normalize(mk(b, t, h, kk), dim=-1)
+    w = torch.log(0.6065 * torch.sigmoid(mk(b, t, h, kk)))
+    seq = (mk(b, t, h, kk), w, mk(b, t, h, kk), mk(b, t, h, kk), -unit, unit * torch.rand(b, t, h, kk))
+    return [x.requires_grad_() for x in (*seq, mk(b, h, kk, kk))]
+
+
+def bench_wkv7_cpu(repeats: int) -> None:
+    """Chunked torch vs the naive loop on CPU (there is no Triton WKV7 yet)."""
+    b, t, h, kk = 2, 512, 4, 64
+    args = wkv7_inputs(b, t, h, kk)
+    print(f"## WKV7 forward+backward, B={b} T={t} H={h} K=V={kk} float32 on cpu")
+    ms = {}
+    for name in ("torch", "naive"):
+        step = fwd_bwd(lambda *a, n=name: wkv7(*a, backend=n), args)
+        ms[name] = median_ms(step, repeats, "cpu", warm=1)
+        print(f"  {name:>16}  {ms[name]:10.2f} ms")
+    print(f"  naive / torch chunked: x{ms['naive'] / ms['torch']:.2f}")
 
 
 def ce_problem(n, d, vocab, dtype, device):
@@ -175,6 +198,8 @@ def main() -> None:
     if device == "cpu":
         print("# no CUDA here: small CPU variant; the Triton timings and B=8 T=4096 numbers need a GPU")
     bench_wkv6(device, args.repeats)
+    if device == "cpu":
+        bench_wkv7_cpu(args.repeats)
     bench_ce(device)
 
 
