@@ -99,3 +99,19 @@ def test_fused_cross_entropy_trains_like_the_plain_loss(data, plain_run, stage):
     run_train(data, f"train.run_name=ce{stage}", "train.max_steps=5", f"train.zero_stage={stage}",
               "train.fused_ce=true", "train.export=false")
     assert [r["loss"] for r in metrics(data, f"ce{stage}")] == pytest.approx(plain_run(stage), rel=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant, overrides", [("rwkv7", ["model.arch=rwkv7"]),
+                                                ("goldfinch7", ["model.lower=rwkv7"])])
+def test_rwkv7_and_goldfinch7_train_and_export(data, variant, overrides):
+    """The trainer, ZeRO-2 and the exporter know nothing of the mixers: the RWKV-7 parts train
+    through the chunked WKV7 (T=32 spans two chunks) and export as any model does."""
+    run = f"{variant}-e2e"
+    run_train(data, f"train.run_name={run}", "train.max_steps=12", "train.zero_stage=2", *overrides)
+    rows = metrics(data, run)
+    assert rows[-1]["loss"] < rows[0]["loss"] - 0.5
+    out = data / f"export-{run}"
+    assert export_main(["--run", str(data / "runs" / run), "--out", str(out)]) == 0
+    model = load_exported(out)
+    assert (model.cfg.variant, model.cfg.channel_mixer) == (variant, "x070")
