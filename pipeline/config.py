@@ -54,7 +54,7 @@ class TrainConfig:
     lr_final: float = 2e-4
     lr_schedule: str = "cosine"
     warmup_steps: int = 20
-    weight_decay: float = 0.1
+    weight_decay: float = 0.001  # the reference's, on plain matrices only (see training/optim.py)
     beta1: float = 0.9
     beta2: float = 0.99
     eps: float = 1e-8
