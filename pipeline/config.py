@@ -14,11 +14,11 @@ from data_prep.config import DataConfig
 from model import ModelConfig
 
 from .training.freezing import FreezeConfig
+from .training.schedule import SCHEDULES
 from .records.tracking import TrackingConfig
 
 PRECISIONS = ("auto", "fp32", "bf16")
 WKV_BACKENDS = ("auto", "torch", "naive", "triton")
-SCHEDULES = ("cosine", "linear")
 
 
 @dataclass
@@ -52,8 +52,9 @@ class TrainConfig:
     global_batch: int = 0  # windows per optimizer step over all ranks; set: grad_accum is derived
     lr: float = 6e-4
     lr_final: float = 2e-4
-    lr_schedule: str = "cosine"
-    warmup_steps: int = 20
+    lr_schedule: str = "cos_quarter"  # cos_quarter | cosine | linear | exp (training/schedule.py)
+    warmup_steps: int = 10  # lr x (0.2 + 0.8 step/warmup_steps) over the first steps
+    total_tokens: Optional[int] = None  # the decay's length in tokens; unset: max_steps' worth
     weight_decay: float = 0.001  # the reference's, on plain matrices only (see training/optim.py)
     beta1: float = 0.9
     beta2: float = 0.99
@@ -130,6 +131,10 @@ def _check(cfg: RunConfig) -> None:
         raise bad("wkv_backend", f"expected one of {', '.join(WKV_BACKENDS)} (or unset)")
     if t.lr_schedule not in SCHEDULES:
         raise bad("lr_schedule", f"expected one of {', '.join(SCHEDULES)}")
+    if t.lr_schedule == "exp" and not (t.lr > 0 and t.lr_final > 0):
+        raise bad("lr_schedule", "exp decays geometrically: train.lr and train.lr_final must be > 0")
+    if t.total_tokens is not None and t.total_tokens <= 0:
+        raise bad("total_tokens", "must be a positive number of tokens (or unset)")
     for key in ("max_steps", "micro_batch", "grad_accum"):
         if getattr(t, key) <= 0:
             raise bad(key, "must be a positive integer")

@@ -29,7 +29,7 @@ from .training.distributed import Dist, all_mean, init_distributed
 from .errors import PipelineError
 from .training.flops import flops_per_token, peak_flops
 from .training.metrics import MetricsLog
-from .training.optim import lr_at
+from .training.schedule import lr_at
 from .training.preemption import StopRequest
 from .data.prefetch import Prefetcher
 from .training.progress import Progress
@@ -57,9 +57,9 @@ def validate(engine, val: TokenStream, cfg: RunConfig, dist: Dist) -> float:
     return all_mean(sum(losses) / len(losses), dist.device)
 
 
-def set_lr(engine, cfg: RunConfig, step: int) -> float:
-    t = cfg.train
-    lr = lr_at(step, t.lr, t.lr_final, t.warmup_steps, t.max_steps, t.lr_schedule)
+def set_lr(engine, cfg: RunConfig, step: int, tokens: int, tokens_per_step: int) -> float:
+    """Set every group's lr for the step after `step` completed ones; returns the base lr."""
+    lr = lr_at(step, tokens, cfg.train, tokens_per_step)
     for group in engine.optimizer.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)
     return lr
@@ -163,7 +163,7 @@ def train(cfg: RunConfig, data: TrainingData) -> None:
                 engine, start.trainable = phase_switch.switch(engine, cfg, phase, dist.world, dist.device)
                 announce_phase(phase, step, start.trainable, progress, tracker)
             t0 = time.perf_counter()
-            lr = set_lr(engine, cfg, step)
+            lr = set_lr(engine, cfg, step, tokens_seen, tokens_per_step)
             loss, applied = optimizer_step(engine, next_batch, cfg, step + 1, dist)
             step += 1
             tokens_seen += tokens_per_step

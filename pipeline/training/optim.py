@@ -1,8 +1,6 @@
 """AdamW parameter groups as the reference builds them, and the AdamW that skips non-finite steps."""
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -47,18 +45,6 @@ def param_groups(model: nn.Module, weight_decay: float, carried: set[str] | None
     return [{"params": [p for _, p in items], "names": [n for n, _ in items],
              "weight_decay": wd, "lr_scale": scale * lr_scale, "carried": is_carried}
             for (scale, wd, is_carried), items in sorted(buckets.items())]
-
-
-def lr_at(step: int, lr: float, lr_final: float, warmup: int, max_steps: int,
-          schedule: str = "cosine") -> float:
-    """Linear warm-up to `lr` over `warmup` steps, then cosine (or linear) decay to `lr_final`."""
-    if warmup > 0 and step < warmup:
-        return lr * (step + 1) / warmup
-    span = max(max_steps - warmup, 1)
-    progress = min(max(step - warmup, 0) / span, 1.0)
-    if schedule == "linear":
-        return lr + (lr_final - lr) * progress
-    return lr_final + 0.5 * (lr - lr_final) * (1.0 + math.cos(math.pi * progress))
 
 
 class FiniteAdamW(torch.optim.AdamW):
