@@ -60,6 +60,7 @@ class TrainConfig:
     beta2: float = 0.99
     eps: float = 1e-8
     grad_clip: float = 1.0
+    l2wrap: float = 1e-4  # the reference's L2Wrap logit penalty (training/loss.py); 0 = off
     seed: int = 1337
     shuffle: bool = True
     save_every: int = 100
@@ -135,6 +136,8 @@ def _check(cfg: RunConfig) -> None:
         raise bad("lr_schedule", "exp decays geometrically: train.lr and train.lr_final must be > 0")
     if t.total_tokens is not None and t.total_tokens <= 0:
         raise bad("total_tokens", "must be a positive number of tokens (or unset)")
+    if not t.l2wrap >= 0:
+        raise bad("l2wrap", "must be >= 0 (0 turns the logit penalty off)")
     for key in ("max_steps", "micro_batch", "grad_accum"):
         if getattr(t, key) <= 0:
             raise bad(key, "must be a positive integer")
