@@ -77,6 +77,8 @@ class TrainConfig:
     wkv_backend: Optional[str] = None  # auto | torch | naive | triton; unset: GOLDFINCH_WKV_BACKEND
     resume: str = "auto"  # auto | never | path to a checkpoint dir
     init_from: Optional[str] = None  # run dir, checkpoint, export dir or .safetensors (new runs)
+    # also load blocks of another kind (a Finch block's channel mix and norms into a GOLD block)
+    init_from_cross_kind: bool = False
     # resuming or init_from with weights trained under another tokenizer is refused unless set
     allow_other_tokenizer: bool = False
     peak_tflops: float = 0.0  # for MFU; 0 = look the device up (unknown on CPU)

@@ -65,3 +65,24 @@ def test_init_from_reads_a_reference_checkpoint(tmp_path, kind):
         assert "blocks.0.att.unused_bonus" in report["loaded"]
     else:
         assert "kv_compression.compress.weight" in report["new"]
+
+
+@pytest.mark.parametrize("cross_kind", [False, True])
+def test_gold_blocks_take_nothing_from_finch_blocks_unless_asked(tmp_path, cross_kind):
+    finch = tiny_model("finch")
+    save_exported(finch.state_dict(), finch.cfg, tmp_path / "finch")
+    up = build_model(tiny_config("goldfinch", lower="finch", gold_ratio=3))
+    gold = [i for i, block in enumerate(up.blocks) if block.kind == "gold"]
+    fresh = {k: v.clone() for k, v in up.state_dict().items()}
+    report = load_matching(up, str(tmp_path / "finch"), cross_kind=cross_kind)
+    own, source = up.state_dict(), finch.state_dict()
+    in_gold = [n for n in own if any(n.startswith(f"blocks.{i}.") for i in gold)]
+    shared = [n for n in in_gold if n in source]  # att.output, att.ln_x, ffn, norms share names
+    assert gold and {f"blocks.{gold[0]}.att.output.weight", f"blocks.{gold[0]}.att.ln_x.weight",
+                     f"blocks.{gold[0]}.ffn.key.weight"} <= set(shared)
+    for name in shared:
+        assert torch.equal(own[name], source[name] if cross_kind else fresh[name]), name
+    assert bool(report["other_kind"]) != cross_kind
+    assert all(n in report["ignored"] for n in report["other_kind"])
+    assert set(shared).isdisjoint(report["loaded"]) != cross_kind
+    assert "blocks.0.ffn.key.weight" in report["loaded"]  # same-kind blocks load as before

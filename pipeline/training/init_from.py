@@ -5,7 +5,9 @@ The source may be a run dir (its newest complete checkpoint), one checkpoint dir
 the fly). Typical use: a trained Finch into the lower blocks of the paper's upgrade architecture
 (GoldFinch with `model.lower=finch`), with the GOLD blocks and the key compression initialised fresh.
 A block whose recurrent mixer differs between source and target (RWKV-6 vs Finch-C2) is refused:
-same names, other computation.
+same names, other computation. A block of another kind (a Finch block where this model has a GOLD
+block, or the reverse) lends it nothing, not even its channel mix or norms, unless
+`train.init_from_cross_kind` is set: the paper's upgrade starts its GOLD blocks fresh.
 """
 from __future__ import annotations
 
@@ -69,6 +71,12 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 _MIXER_SIGNATURES = {"att.v2_lora.a": "Finch-C2 (finch_c2)", "att.gate.weight": "RWKV-6 (finch)",
                      "att.query.weight": "GOLD", "att.qkv.weight": "Llama"}
 _RECURRENT = {"Finch-C2 (finch_c2)", "RWKV-6 (finch)"}
+_BLOCK = re.compile(r"blocks\.(\d+)\.")
+
+
+def _kind(mixer: str) -> str:
+    """The block kind a time mix makes: recurrent (either Finch), GOLD or Llama."""
+    return "recurrent" if mixer in _RECURRENT else mixer
 
 
 def block_mixers(names) -> dict[int, str]:
@@ -94,14 +102,27 @@ def _refuse_other_recurrent_mixers(source: str, weights, own) -> None:
             "(model.lower=finch, as configs/recipes/upgrade-finch-to-goldfinch.yaml does)")
 
 
-def load_matching(model: torch.nn.Module, source: str) -> dict[str, list[str]]:
+def other_kind_names(weights, own) -> list[str]:
+    """Source tensors of blocks whose kind (recurrent, GOLD, Llama) differs from this model's
+    block at the same index."""
+    theirs, ours = block_mixers(weights), block_mixers(own)
+    differs = {i for i in theirs if i in ours and _kind(theirs[i]) != _kind(ours[i])}
+    return sorted(n for n in weights if (m := _BLOCK.match(n)) and int(m.group(1)) in differs)
+
+
+def load_matching(model: torch.nn.Module, source: str, cross_kind: bool = False
+                  ) -> dict[str, list[str]]:
     """Copy every parameter (and persistent buffer) whose name and shape match; returns the
-    loaded, new and ignored names. A name that matches with another shape is an error (a
-    different width or arch), as is a source that matches nothing or whose recurrent blocks use
-    another mixer."""
+    loaded, new and ignored names (`other_kind`: those ignored because their block is of another
+    kind, unless `cross_kind`). A name that matches with another shape is an error (a different
+    width or arch), as is a source that matches nothing or whose recurrent blocks use another
+    mixer."""
     weights = read_weights(Path(source))
     own = model.state_dict(keep_vars=True)
     _refuse_other_recurrent_mixers(source, weights, own)
+    other_kind = [] if cross_kind else other_kind_names(weights, own)
+    skipped = set(other_kind)
+    weights = {n: t for n, t in weights.items() if n not in skipped}
     mismatched = [f"{n} {tuple(weights[n].shape)} -> {tuple(p.shape)}"
                   for n, p in own.items() if n in weights and weights[n].shape != p.shape]
     if mismatched:
@@ -116,4 +137,5 @@ def load_matching(model: torch.nn.Module, source: str) -> dict[str, list[str]]:
         for name in loaded:
             own[name].copy_(weights[name])
     return {"loaded": loaded, "new": [n for n in own if n not in weights],
-            "ignored": sorted(n for n in weights if n not in own)}
+            "ignored": sorted([*(n for n in weights if n not in own), *other_kind]),
+            "other_kind": other_kind}
