@@ -182,7 +182,7 @@ def fit_to_world(cfg: RunConfig, world: int) -> RunConfig:
     return replace(cfg, train=replace(t, grad_accum=t.global_batch // per_pass))
 
 
-PHASE_KEYS = re.compile(r"\b(until_step|train|lr_scale):(?! )")
+PHASE_KEYS = re.compile(r"\b(until_step|train|lr_scale|warmup_steps):(?! )")
 
 
 def _spaced_phases(override: str) -> str:
