@@ -30,6 +30,7 @@ class LanguageModel(nn.Module):
         self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.grad_ckpt = False  # recompute each block in the backward pass (train.grad_ckpt)
         self.fused_ce = False   # loss through kernels.fused_linear_cross_entropy (train.fused_ce)
+        self.l2wrap = 0.0       # L2Wrap logit penalty (train.l2wrap), set by the trainer
 
     def check_input(self, idx: torch.Tensor, state: ModelState | None) -> ModelState:
         if idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
@@ -80,8 +81,9 @@ class LanguageModel(nn.Module):
         h, targets = h.reshape(-1, h.shape[-1]), targets.reshape(-1)
         if self.fused_ce:
             from kernels import fused_linear_cross_entropy
-            return fused_linear_cross_entropy(h, self.head.weight, targets)
-        return F.cross_entropy(self.head(h).float(), targets)
+            return fused_linear_cross_entropy(h, self.head.weight, targets, l2wrap=self.l2wrap)
+        from kernels import cross_entropy_l2wrap
+        return cross_entropy_l2wrap(self.head(h), targets, self.l2wrap)
 
     def num_params(self, exclude_embeddings: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())

@@ -14,11 +14,11 @@ from data_prep.config import DataConfig
 from model import ModelConfig
 
 from .training.freezing import FreezeConfig
+from .training.schedule import SCHEDULES
 from .records.tracking import TrackingConfig
 
 PRECISIONS = ("auto", "fp32", "bf16")
 WKV_BACKENDS = ("auto", "torch", "naive", "triton")
-SCHEDULES = ("cosine", "linear")
 
 
 @dataclass
@@ -52,13 +52,15 @@ class TrainConfig:
     global_batch: int = 0  # windows per optimizer step over all ranks; set: grad_accum is derived
     lr: float = 6e-4
     lr_final: float = 2e-4
-    lr_schedule: str = "cosine"
-    warmup_steps: int = 20
-    weight_decay: float = 0.1
+    lr_schedule: str = "cos_quarter"  # cos_quarter | cosine | linear | exp (training/schedule.py)
+    warmup_steps: int = 10  # lr x (0.2 + 0.8 step/warmup_steps) over the first steps
+    total_tokens: Optional[int] = None  # the decay's length in tokens; unset: max_steps' worth
+    weight_decay: float = 0.001  # the reference's, on plain matrices only (see training/optim.py)
     beta1: float = 0.9
     beta2: float = 0.99
     eps: float = 1e-8
     grad_clip: float = 1.0
+    l2wrap: float = 1e-4  # the reference's L2Wrap logit penalty (training/loss.py); 0 = off
     seed: int = 1337
     shuffle: bool = True
     save_every: int = 100
@@ -75,6 +77,8 @@ class TrainConfig:
     wkv_backend: Optional[str] = None  # auto | torch | naive | triton; unset: GOLDFINCH_WKV_BACKEND
     resume: str = "auto"  # auto | never | path to a checkpoint dir
     init_from: Optional[str] = None  # run dir, checkpoint, export dir or .safetensors (new runs)
+    # also load blocks of another kind (a Finch block's channel mix and norms into a GOLD block)
+    init_from_cross_kind: bool = False
     # resuming or init_from with weights trained under another tokenizer is refused unless set
     allow_other_tokenizer: bool = False
     peak_tflops: float = 0.0  # for MFU; 0 = look the device up (unknown on CPU)
@@ -130,6 +134,12 @@ def _check(cfg: RunConfig) -> None:
         raise bad("wkv_backend", f"expected one of {', '.join(WKV_BACKENDS)} (or unset)")
     if t.lr_schedule not in SCHEDULES:
         raise bad("lr_schedule", f"expected one of {', '.join(SCHEDULES)}")
+    if t.lr_schedule == "exp" and not (t.lr > 0 and t.lr_final > 0):
+        raise bad("lr_schedule", "exp decays geometrically: train.lr and train.lr_final must be > 0")
+    if t.total_tokens is not None and t.total_tokens <= 0:
+        raise bad("total_tokens", "must be a positive number of tokens (or unset)")
+    if not t.l2wrap >= 0:
+        raise bad("l2wrap", "must be >= 0 (0 turns the logit penalty off)")
     for key in ("max_steps", "micro_batch", "grad_accum"):
         if getattr(t, key) <= 0:
             raise bad(key, "must be a positive integer")
@@ -172,7 +182,7 @@ def fit_to_world(cfg: RunConfig, world: int) -> RunConfig:
     return replace(cfg, train=replace(t, grad_accum=t.global_batch // per_pass))
 
 
-PHASE_KEYS = re.compile(r"\b(until_step|train|lr_scale):(?! )")
+PHASE_KEYS = re.compile(r"\b(until_step|train|lr_scale|warmup_steps):(?! )")
 
 
 def _spaced_phases(override: str) -> str:

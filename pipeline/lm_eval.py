@@ -1,7 +1,7 @@
 """Downstream evaluation of a trained model with lm-evaluation-harness.
 
     python -m pipeline.lm_eval --run runs/<name> [--step N] --tasks lambada_openai,piqa
-        [--include-path DIR] [--limit N] [--batch-size N] [--num-fewshot K]
+        [--include-path DIR] [--limit N] [--batch-size N] [--num-fewshot K] [--prefix-newline]
     python -m pipeline.lm_eval --model EXPORT_DIR --tasks ... [--tokenizer PATH] [--out DIR]
 
 The model runs through its inference state (see pipeline/eval/lm_adapter.py). Prints lm-eval's
@@ -43,14 +43,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-mlflow", action="store_true", help="do not log into the run's MLflow run")
     parser.add_argument("--no-share-context", action="store_true",
                         help="pre-fill every request's context on its own (for comparison)")
+    parser.add_argument("--prefix-newline", action="store_true",
+                        help="feed the tokens of '\\n' before every request's context, as the "
+                             "paper's evaluation did (its run_lm_eval.py)")
     parser.add_argument("--bootstrap-iters", type=int, default=DEFAULT_BOOTSTRAP_ITERS,
                         help="lm-eval's bootstrap resamples for standard errors (0 = none)")
     return parser.parse_args(argv)
 
 
 def evaluate(loaded: LoadedModel, tokenizer, args: argparse.Namespace) -> dict:
+    prefix = tokenizer.encode("\n") if args.prefix_newline else ()
     lm = GoldFinchLM(loaded.model, tokenizer, args.batch_size, args.device,
-                     share_context=not args.no_share_context)
+                     share_context=not args.no_share_context, prefix=prefix)
     return run_tasks(lm, parse_tasks(args.tasks), args.include_path, parse_limit(args.limit),
                      args.num_fewshot, args.bootstrap_iters)
 

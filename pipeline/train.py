@@ -29,7 +29,7 @@ from .training.distributed import Dist, all_mean, init_distributed
 from .errors import PipelineError
 from .training.flops import flops_per_token, peak_flops
 from .training.metrics import MetricsLog
-from .training.optim import lr_at
+from .training.schedule import lr_at
 from .training.preemption import StopRequest
 from .data.prefetch import Prefetcher
 from .training.progress import Progress
@@ -57,12 +57,19 @@ def validate(engine, val: TokenStream, cfg: RunConfig, dist: Dist) -> float:
     return all_mean(sum(losses) / len(losses), dist.device)
 
 
-def set_lr(engine, cfg: RunConfig, step: int) -> float:
-    t = cfg.train
-    lr = lr_at(step, t.lr, t.lr_final, t.warmup_steps, t.max_steps, t.lr_schedule)
+def set_lr(engine, cfg: RunConfig, step: int, tokens: int, tokens_per_step: int,
+           phase: int) -> tuple[float, float | None]:
+    """Set every group's lr for the step after `step` completed ones. The groups a freeze phase
+    newly trains (not carried over) ramp up over its warmup_steps. Returns the scheduled lr and
+    the one the newly trained groups got (before their lr_scale; None when there are none)."""
+    lr = lr_at(step, tokens, cfg.train, tokens_per_step)
+    ramp = freezing.new_params_lr_factor(cfg.freeze, phase, step)
+    lr_new = None
     for group in engine.optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)
-    return lr
+        new = phase > 0 and not group.get("carried", True)
+        group["lr"] = lr * group.get("lr_scale", 1.0) * (ramp if new else 1.0)
+        lr_new = group["lr"] / group.get("lr_scale", 1.0) if new else lr_new
+    return lr, lr_new
 
 
 def report_init(report: dict, source: str, run_dir: Path, tracker) -> None:
@@ -163,7 +170,7 @@ def train(cfg: RunConfig, data: TrainingData) -> None:
                 engine, start.trainable = phase_switch.switch(engine, cfg, phase, dist.world, dist.device)
                 announce_phase(phase, step, start.trainable, progress, tracker)
             t0 = time.perf_counter()
-            lr = set_lr(engine, cfg, step)
+            lr, lr_new = set_lr(engine, cfg, step, tokens_seen, tokens_per_step, phase)
             loss, applied = optimizer_step(engine, next_batch, cfg, step + 1, dist)
             step += 1
             tokens_seen += tokens_per_step
@@ -176,7 +183,7 @@ def train(cfg: RunConfig, data: TrainingData) -> None:
             if cfg.freeze.phases:  # the optimizer state exists after a phase's first step
                 state_bytes = state_bytes or phase_switch.optimizer_state_bytes(engine)
                 record.update(phase=phase, trainable_params=start.trainable,
-                              optimizer_state_bytes=state_bytes)
+                              optimizer_state_bytes=state_bytes, lr_new_params=lr_new)
             record["mfu"] = fpt * record["tokens_per_s"] / peak if peak else None
             if len(data.sources) > 1:
                 record.update({f"tokens/{k}": v for k, v in stream.tokens_by_source(step).items()})

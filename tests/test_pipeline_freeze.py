@@ -192,10 +192,12 @@ def test_upgrade_recipe_from_a_finch_run(data):
     report = json.loads((data / "runs" / "up" / "init_from.json").read_text())
     # the paper's upgrade architecture: RWKV-6 below GOLD, so every lower block loads whole
     assert {"emb.weight", "ln0.weight", "head.weight", "blocks.0.att.key.weight",
-            "blocks.1.att.bonus", "blocks.1.att.gate.weight",
-            "blocks.2.ffn.key.weight"} <= set(report["loaded"])  # GOLD's channel mix too
-    assert {"kv_compression.compress.weight", "blocks.2.att.query.weight"} <= set(report["new"])
-    assert "blocks.2.att.mix.mu" in report["ignored"]  # the Finch time mix GOLD replaces
+            "blocks.1.att.bonus", "blocks.1.att.gate.weight"} <= set(report["loaded"])
+    # the GOLD block takes nothing from the Finch block at its index, channel mix included
+    assert {"kv_compression.compress.weight", "blocks.2.att.query.weight",
+            "blocks.2.ffn.key.weight", "blocks.2.ln1.weight"} <= set(report["new"])
+    assert {"blocks.2.att.mix.mu", "blocks.2.ffn.key.weight"} <= set(report["other_kind"])
+    assert "blocks.2.att.mix.mu" in report["ignored"]
     assert "loaded" in proc.stdout and "ignored" in proc.stdout
     rows = metrics(data, "up")
     assert [r["phase"] for r in rows] == [0, 0, 0, 1, 1, 1]

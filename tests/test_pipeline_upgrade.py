@@ -84,3 +84,24 @@ def test_rwkv7_pth_upgrades_to_goldfinch7_with_the_lower_blocks_bitwise(tmp_path
     assert not any(n.startswith(("blocks.4.", "blocks.5.", "kv_compression.")) for n in report["loaded"])
     idx = torch.randint(0, VOCAB, (2, 23))
     assert torch.equal(hidden_after(up, 3, idx), hidden_after(rwkv7, 3, idx))
+
+
+@pytest.mark.parametrize("cross_kind", [False, True])
+def test_gold_blocks_take_nothing_from_finch_blocks_unless_asked(tmp_path, cross_kind):
+    finch = tiny_model("finch")
+    save_exported(finch.state_dict(), finch.cfg, tmp_path / "finch")
+    up = build_model(tiny_config("goldfinch", lower="finch", gold_ratio=3))
+    gold = [i for i, block in enumerate(up.blocks) if block.kind == "gold"]
+    fresh = {k: v.clone() for k, v in up.state_dict().items()}
+    report = load_matching(up, str(tmp_path / "finch"), cross_kind=cross_kind)
+    own, source = up.state_dict(), finch.state_dict()
+    in_gold = [n for n in own if any(n.startswith(f"blocks.{i}.") for i in gold)]
+    shared = [n for n in in_gold if n in source]  # att.output, att.ln_x, ffn, norms share names
+    assert gold and {f"blocks.{gold[0]}.att.output.weight", f"blocks.{gold[0]}.att.ln_x.weight",
+                     f"blocks.{gold[0]}.ffn.key.weight"} <= set(shared)
+    for name in shared:
+        assert torch.equal(own[name], source[name] if cross_kind else fresh[name]), name
+    assert bool(report["other_kind"]) != cross_kind
+    assert all(n in report["ignored"] for n in report["other_kind"])
+    assert set(shared).isdisjoint(report["loaded"]) != cross_kind
+    assert "blocks.0.ffn.key.weight" in report["loaded"]  # same-kind blocks load as before

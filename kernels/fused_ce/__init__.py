@@ -11,6 +11,7 @@ from ..triton_runtime import (TritonUnavailable, check_runnable, import_triton, 
                               warn_once)
 from .autograd import LinearCrossEntropy, default_chunk_rows
 from .chunked_torch import ce_rows_torch
+from .l2wrap import L2Wrap, cross_entropy_l2wrap
 
 CE_BACKENDS = ("auto", "torch", "triton")
 
@@ -52,10 +53,11 @@ def _rows_fn(device: torch.device, backend: str):
 
 def fused_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                                ignore_index: int = -100, chunk_size: int | None = None,
-                               backend: str = "auto") -> torch.Tensor:
+                               backend: str = "auto", l2wrap: float = 0.0) -> torch.Tensor:
     """Mean cross-entropy of hidden [N, D] @ weight[V, D]^T against targets [N], in chunks of
     `chunk_size` rows (default: about 64 M logits per chunk). Accumulates in fp32; fp32, bf16 or
     fp16 inputs. Like F.cross_entropy, the mean is over non-ignored targets (NaN if there are none).
+    `l2wrap` > 0 adds the reference's L2Wrap gradient (see kernels.fused_ce.l2wrap) over all N rows.
     """
     if backend not in CE_BACKENDS:
         raise ValueError(f"fused_linear_cross_entropy: unknown backend {backend!r}; "
@@ -69,11 +71,13 @@ def fused_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targe
     chunk = chunk_size or default_chunk_rows(hidden.shape[0], vocab)
     if chunk < 1:
         raise ValueError(f"fused_linear_cross_entropy: chunk_size must be >= 1, got {chunk_size}")
+    if not l2wrap >= 0:
+        raise ValueError(f"fused_linear_cross_entropy: l2wrap must be >= 0, got {l2wrap}")
     grad_on = torch.is_grad_enabled()
     return LinearCrossEntropy.apply(
         hidden.contiguous(), weight.contiguous(), targets.long().contiguous(), ignore_index, chunk,
         _rows_fn(hidden.device, backend), grad_on and hidden.requires_grad,
-        grad_on and weight.requires_grad)
+        grad_on and weight.requires_grad, float(l2wrap))
 
 
-__all__ = ["fused_linear_cross_entropy", "CE_BACKENDS"]
+__all__ = ["fused_linear_cross_entropy", "cross_entropy_l2wrap", "L2Wrap", "CE_BACKENDS"]

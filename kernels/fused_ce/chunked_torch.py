@@ -2,10 +2,13 @@
 import torch
 
 
-def ce_rows_torch(logits, targets, losses, ignore_index: int, write_grad: bool) -> None:
+def ce_rows_torch(logits, targets, losses, ignore_index: int, write_grad: bool,
+                  row_max=None, row_argmax=None) -> None:
     """Same contract as `ce_rows_triton`: losses [rows] fp32, logits overwritten by
-    d(row loss)/d(logits) (zeros on ignored rows)."""
+    d(row loss)/d(logits) (zeros on ignored rows); optionally each row's largest logit and column."""
     x = logits.float()
+    if row_max is not None:
+        torch.max(x, dim=1, out=(row_max, row_argmax))
     lse = torch.logsumexp(x, dim=1)
     valid = targets != ignore_index
     safe_targets = torch.where(valid, targets, torch.zeros_like(targets))

@@ -11,6 +11,9 @@
   until a stop sequence, <|endoftext|> or max_gen_toks.
 
 Contexts are not truncated: the recurrent state (and GoldFinch's compressed cache) takes any length.
+
+`prefix` (ids) goes first in every sequence a request feeds the model: the paper's table was made
+with the tokens of "\n" before every context (the reference's run_lm_eval.py pads with them).
 """
 from __future__ import annotations
 
@@ -30,11 +33,12 @@ DEFAULT_MAX_GEN_TOKS = 256
 
 
 class GoldFinchLM(TemplateLM):
-    """`GoldFinchLM(model, tokenizer, batch_size=8, share_context=True)`; `stats` counts the tokens
-    each request type fed through the model."""
+    """`GoldFinchLM(model, tokenizer, batch_size=8, share_context=True, prefix=())`; `stats`
+    counts the tokens each request type fed through the model."""
 
     def __init__(self, model: LanguageModel, tokenizer: Codec, batch_size: int = 8,
-                 device: str | torch.device = "cpu", share_context: bool = True):
+                 device: str | torch.device = "cpu", share_context: bool = True,
+                 prefix: tuple[int, ...] | list[int] = ()):
         super().__init__()
         if batch_size <= 0:
             raise ValueError(f"--batch-size={batch_size}: must be a positive integer")
@@ -42,6 +46,7 @@ class GoldFinchLM(TemplateLM):
         self.tok = tokenizer
         self.batch_size = batch_size
         self.share_context = share_context
+        self.prefix = list(prefix)
         self._device = torch.device(device)
         self.stats = defaultdict(int)
 
@@ -87,14 +92,14 @@ class GoldFinchLM(TemplateLM):
             if not continuation_enc:
                 results[i] = (0.0, True)
                 continue
-            key = tuple(context_enc) if self.share_context else (i, *context_enc)
-            groups[key].append(i)
+            context = (*self.prefix, *context_enc)
+            groups[context if self.share_context else (i, *context)].append(i)
         keys = sorted(groups, key=lambda k: (len(k), k))
         while keys:  # contexts of one length are pre-filled together
             n = len(keys[0])
             chunk = [k for k in keys[:self.batch_size] if len(k) == n]
             keys = keys[len(chunk):]
-            contexts = [list(requests[groups[k][0]][1]) for k in chunk]
+            contexts = [[*self.prefix, *requests[groups[k][0]][1]] for k in chunk]
             self.stats["context_tokens"] += sum(map(len, contexts))
             logits, state = self._forward(contexts, last_only=True)
             first = F.log_softmax(logits[:, -1].float(), dim=-1)
@@ -128,9 +133,11 @@ class GoldFinchLM(TemplateLM):
 
     @torch.no_grad()
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
-        """Sum of log p(token | <|endoftext|> + all tokens before it) over each document; documents
-        of similar length share a batch, shorter ones right-padded and masked."""
-        docs = [[self.prefix_token_id, *self.tok_encode(req.args[0])] for req in requests]
+        """Sum of log p(token | start + all tokens before it) over each document, where the start is
+        `prefix` if set, else <|endoftext|>; documents of similar length share a batch, shorter
+        ones right-padded and masked."""
+        start = self.prefix or [self.prefix_token_id]
+        docs = [[*start, *self.tok_encode(req.args[0])] for req in requests]
         order = sorted(range(len(docs)), key=lambda i: -len(docs[i]))
         results: list[float] = [0.0] * len(docs)
         window = self.model.cfg.ctx_len
@@ -171,7 +178,7 @@ class GoldFinchLM(TemplateLM):
         temperature = float(kwargs.pop("temperature", 0.0)) if kwargs.pop("do_sample", False) else 0.0
         top_p = float(kwargs.pop("top_p", 1.0) or 1.0)
         generator = torch.Generator().manual_seed(int(kwargs.pop("seed", 0)))
-        ids = self.tok_encode(context) or [self.eot_token_id]
+        ids = [*self.prefix, *self.tok_encode(context)] or [self.eot_token_id]
         self.stats["context_tokens"] += len(ids)
         logits, state = self._forward([ids], last_only=True)
         new: list[int] = []

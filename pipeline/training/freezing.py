@@ -7,6 +7,9 @@ freezes everything else:
     all | finch | gold | embeddings | head | kv_compression | norms | layers:A-B | a name glob
 
 `head` includes the final norm that feeds it; `norms` is every LayerNorm/RMSNorm parameter.
+A phase after the first may carry `warmup_steps`: the parameters it trains that the phase before
+froze start with fresh Adam state, whose first updates are the largest, so their lr ramps up
+(see `new_params_lr_factor`).
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ class PhaseConfig:
     until_step: Optional[int] = None
     train: List[str] = field(default_factory=list)
     lr_scale: float = 1.0
+    warmup_steps: int = 0  # newly trainable parameters ramp up over this many steps (phase > 0)
 
 
 @dataclass
@@ -92,6 +96,9 @@ def validate(cfg: FreezeConfig, model: nn.Module, max_steps: int) -> None:
             previous = phase.until_step
         if phase.lr_scale <= 0:
             raise ValueError(f"{where}.lr_scale={phase.lr_scale}: must be > 0")
+        if phase.warmup_steps < 0 or (i == 0 and phase.warmup_steps):
+            raise ValueError(f"{where}.warmup_steps={phase.warmup_steps}: must be >= 0, and 0 in the "
+                             "first phase (train.warmup_steps warms the start up)")
         if not phase.train:
             raise ValueError(f"{where}.train is empty: that phase would freeze every parameter")
         for selector in phase.train:
@@ -114,6 +121,18 @@ def phase_at(cfg: FreezeConfig, step: int) -> int:
         if phase.until_step is None or step < phase.until_step:
             return i
     return max(len(cfg.phases) - 1, 0)
+
+
+def new_params_lr_factor(cfg: FreezeConfig, phase: int, step: int) -> float:
+    """The lr factor of the parameters newly trainable in `phase`, for the optimizer step after
+    `step` completed ones: 0.2 + 0.8·s/n over the n = warmup_steps steps s = 0, 1, ... since the
+    phase began (the trainer's own warm-up shape), then 1. A function of the global step only, so
+    a resumed run ramps exactly as the uninterrupted one."""
+    if phase == 0 or not cfg.phases:
+        return 1.0
+    n = cfg.phases[phase].warmup_steps
+    since = step - cfg.phases[phase - 1].until_step
+    return 0.2 + 0.8 * since / n if 0 <= since < n else 1.0
 
 
 def apply(model: nn.Module, cfg: FreezeConfig, index: int) -> int:

@@ -5,7 +5,9 @@ The source may be a run dir (its newest complete checkpoint), one checkpoint dir
 the fly). Typical use: a trained Finch into the lower blocks of the paper's upgrade architecture
 (GoldFinch with `model.lower=finch`), with the GOLD blocks and the key compression initialised fresh.
 A block whose recurrent mixer differs between source and target (RWKV-6 vs Finch-C2) is refused:
-same names, other computation.
+same names, other computation. A block of another kind (a Finch block where this model has a GOLD
+block, or the reverse) lends it nothing, not even its channel mix or norms, unless
+`train.init_from_cross_kind` is set: the paper's upgrade starts its GOLD blocks fresh.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import re
 import torch
 from omegaconf import OmegaConf
 
-from model.parts import TIME_MIXERS, mixer_of_signature, recurrent_mixers
+from model.parts import TIME_MIXERS, mixer_of_signature
 
 from . import checkpointing
 from ..errors import PipelineError
@@ -67,6 +69,9 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     return _from_checkpoint(path / "checkpoints", tag)
 
 
+_BLOCK = re.compile(r"blocks\.(\d+)\.")
+
+
 def block_mixers(names) -> dict[int, str]:
     """Block index -> its registered time mixer, read off our parameter names (each mixer has a
     parameter no other has: its `signature`)."""
@@ -74,32 +79,53 @@ def block_mixers(names) -> dict[int, str]:
     for name in names:
         m = re.match(r"blocks\.(\d+)\.(.+)$", name)
         if m and (mixer := mixer_of_signature(m.group(2))) is not None:
-            kinds[int(m.group(1))] = f"{TIME_MIXERS[mixer].title} ({mixer})"
+            kinds[int(m.group(1))] = mixer
     return kinds
+
+
+def _kind(mixer: str) -> str:
+    """The block kind a time mix makes: recurrent, GOLD or attention."""
+    return TIME_MIXERS[mixer].family
+
+
+def _title(mixer: str) -> str:
+    return f"{TIME_MIXERS[mixer].title} ({mixer})"
 
 
 def _refuse_other_recurrent_mixers(source: str, weights, own) -> None:
     theirs, ours = block_mixers(weights), block_mixers(own)
-    recurrent = {f"{TIME_MIXERS[m].title} ({m})" for m in recurrent_mixers()}
     clash = [i for i in sorted(ours) if i in theirs and theirs[i] != ours[i]
-             and {theirs[i], ours[i]} <= recurrent]
+             and _kind(theirs[i]) == _kind(ours[i]) == "recurrent"]
     if clash:
         i = clash[0]
         raise PipelineError(
-            f"train.init_from={source}: block {i} is {theirs[i]} in the source but {ours[i]} in this "
-            f"model ({len(clash)} such block(s)): the names match but the computation differs. To "
-            "upgrade a Finch run to GoldFinch build the paper's upgrade architecture "
-            "(model.lower=finch, as configs/recipes/upgrade-finch-to-goldfinch.yaml does)")
+            f"train.init_from={source}: block {i} is {_title(theirs[i])} in the source but "
+            f"{_title(ours[i])} in this model ({len(clash)} such block(s)): the names match but the "
+            "computation differs. To upgrade a Finch run to GoldFinch build the paper's upgrade "
+            "architecture (model.lower=finch, as configs/recipes/upgrade-finch-to-goldfinch.yaml does)")
 
 
-def load_matching(model: torch.nn.Module, source: str) -> dict[str, list[str]]:
+def other_kind_names(weights, own) -> list[str]:
+    """Source tensors of blocks whose kind (recurrent, GOLD, Llama) differs from this model's
+    block at the same index."""
+    theirs, ours = block_mixers(weights), block_mixers(own)
+    differs = {i for i in theirs if i in ours and _kind(theirs[i]) != _kind(ours[i])}
+    return sorted(n for n in weights if (m := _BLOCK.match(n)) and int(m.group(1)) in differs)
+
+
+def load_matching(model: torch.nn.Module, source: str, cross_kind: bool = False
+                  ) -> dict[str, list[str]]:
     """Copy every parameter (and persistent buffer) whose name and shape match; returns the
-    loaded, new and ignored names. A name that matches with another shape is an error (a
-    different width or arch), as is a source that matches nothing or whose recurrent blocks use
-    another mixer."""
+    loaded, new and ignored names (`other_kind`: those ignored because their block is of another
+    kind, unless `cross_kind`). A name that matches with another shape is an error (a different
+    width or arch), as is a source that matches nothing or whose recurrent blocks use another
+    mixer."""
     weights = read_weights(Path(source))
     own = model.state_dict(keep_vars=True)
     _refuse_other_recurrent_mixers(source, weights, own)
+    other_kind = [] if cross_kind else other_kind_names(weights, own)
+    skipped = set(other_kind)
+    weights = {n: t for n, t in weights.items() if n not in skipped}
     mismatched = [f"{n} {tuple(weights[n].shape)} -> {tuple(p.shape)}"
                   for n, p in own.items() if n in weights and weights[n].shape != p.shape]
     if mismatched:
@@ -114,4 +140,5 @@ def load_matching(model: torch.nn.Module, source: str) -> dict[str, list[str]]:
         for name in loaded:
             own[name].copy_(weights[name])
     return {"loaded": loaded, "new": [n for n in own if n not in weights],
-            "ignored": sorted(n for n in weights if n not in own)}
+            "ignored": sorted([*(n for n in weights if n not in own), *other_kind]),
+            "other_kind": other_kind}

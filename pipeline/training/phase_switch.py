@@ -17,6 +17,7 @@ from model import build_model
 
 from . import freezing
 from .engine import build_engine
+from .loss import L2WRAP_ATTR, set_l2wrap
 
 
 def _inner(engine):
@@ -100,7 +101,10 @@ def gather(engine) -> tuple[dict, dict, int]:
 
 
 def _prime(engine, grad_accum: int, device: torch.device) -> None:
-    """One optimizer step with zero gradients at lr 0: creates the Adam state, moves nothing."""
+    """One optimizer step with zero gradients at lr 0: creates the Adam state, moves nothing.
+    L2Wrap is off meanwhile: its gradient ignores the loss's scale, so it would reach the moments."""
+    l2wrap = getattr(engine.module, L2WRAP_ATTR, 0.0)
+    set_l2wrap(engine.module, 0.0)
     for group in engine.optimizer.param_groups:
         group["lr"] = 0.0
     idx = torch.zeros(1, 2, dtype=torch.long, device=device)
@@ -108,6 +112,7 @@ def _prime(engine, grad_accum: int, device: torch.device) -> None:
         loss, _ = engine(idx[:, :1], targets=idx[:, 1:])
         engine.backward(loss * 0.0)
         engine.step()
+    set_l2wrap(engine.module, l2wrap)
 
 
 def _set_moments(engine, p, m: torch.Tensor, v: torch.Tensor) -> None:
@@ -129,6 +134,7 @@ def new_model(cfg, weights: dict | None = None):
     if weights is not None:
         model.load_state_dict(weights)
     model.grad_ckpt, model.fused_ce = cfg.train.grad_ckpt, cfg.train.fused_ce
+    set_l2wrap(model, cfg.train.l2wrap)
     return model
 
 

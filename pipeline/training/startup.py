@@ -74,6 +74,7 @@ def open_run(cfg, dist, ckpt_dir: Path, stream) -> Start:
     if engine is not None:
         engine.destroy()
     model = new_model(cfg)
-    report = load_matching(model, cfg.train.init_from) if cfg.train.init_from else {}
+    report = (load_matching(model, cfg.train.init_from, cfg.train.init_from_cross_kind)
+              if cfg.train.init_from else {})
     engine, trainable = build_phase_engine(cfg, 0, dist.world, dist.device, model)
     return Start(engine, 0, trainable, init_report=report)
