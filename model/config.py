@@ -33,6 +33,9 @@ class ModelConfig:
     cmix: Optional[str] = None   # the channel mix of every block (unset: the lower mixer's family)
     norm: str = "layernorm"      # the block and output norms: layernorm | rmsnorm
     gold_rope_theta: Optional[float] = None  # unset: no position encoding in GOLD (the paper's main)
+    # Finch-C2's two changes, each switched off by one of the reference's ablations
+    c2_one_minus_w: bool = True  # keys scaled by (1 - decay)
+    c2_v2: bool = True           # a second value added to the WKV output instead of the bonus
     # RWKV-7 LoRA widths (decay, in-context rate, value residual, gate); unset: RWKV-LM's formula
     x070_lora_w: Optional[int] = None
     x070_lora_a: Optional[int] = None
@@ -95,6 +98,10 @@ class ModelConfig:
             raise bad("cmix", f"unknown channel mix; expected one of {', '.join(CHANNEL_MIXERS)}")
         if self.norm not in NORMS:
             raise bad("norm", f"unknown norm; expected one of {', '.join(NORMS)}")
+        if self.lower_mixer != "finch_c2":
+            for key in ("c2_one_minus_w", "c2_v2"):
+                if not getattr(self, key):
+                    raise bad(key, "is a Finch-C2 ablation: it needs model.lower=finch_c2")
         if self.lower_mixer != "rwkv7":
             for key in ("x070_lora_w", "x070_lora_a", "x070_lora_v", "x070_lora_g"):
                 if getattr(self, key) is not None:

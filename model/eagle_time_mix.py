@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 class EagleTimeMix(TimeMixer):
     default_cmix = "x052"
-    title, signature, ref_signature = "Eagle (RWKV-5)", "att.time_mix_g", "time_mix_g"
+    title, signature, ref_signature = "Eagle (RWKV-5)", ("att.time_mix_g",), "time_mix_g"
 
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()

@@ -110,7 +110,7 @@ class FinchTimeMix(_FinchFamily):
     ref_slots = ("w", "k", "v", "r", "g")
     lora_b_first = False
     linears = ("receptance", "key", "value", "gate", "output")
-    title, signature, ref_signature = "RWKV-6", "att.bonus", "time_maa_g"
+    title, signature, ref_signature = "RWKV-6", ("att.gate.weight", "att.mix.mu"), "time_maa_g"
 
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__(cfg, layer)
@@ -146,31 +146,43 @@ class FinchC2TimeMix(_FinchFamily):
     ref_slots = ("r", "k", "v", "w", "v2")
     lora_b_first = True  # the reference registers its ddlerp LoRA's B before A
     linears = ("receptance", "key", "value", "output")
-    title, signature, ref_signature = "Finch-C2", "att.v2_lora.a", "time_value2_w1"
+    title, signature, ref_signature = "Finch-C2", ("att.v2_lora.a",), "time_value2_w1"
 
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__(cfg, layer)
+        self.one_minus_w, self.use_v2 = cfg.c2_one_minus_w, cfg.c2_v2
         self.v2_lora = TanhLoRA(cfg.n_embd, cfg.decay_lora_rank, cfg.att_width)
         self.ln_x = nn.LayerNorm(cfg.att_width)
-        # Never read: the reference keeps a bonus tensor in Finch-C2 too; holding it lets its
-        # checkpoints convert in and back out unchanged.
-        self.register_buffer("unused_bonus", torch.zeros(self.n_head, self.head_size))
+        bonus = torch.zeros(self.n_head, self.head_size)
+        if self.use_v2:
+            # Never read: the reference keeps a bonus tensor in Finch-C2 too; holding it lets its
+            # checkpoints convert in and back out unchanged.
+            self.register_buffer("unused_bonus", bonus)
+        else:  # the no_v2 ablation trains the bonus as RWKV-6 does
+            self.bonus = nn.Parameter(bonus)
 
     def forward(self, x: torch.Tensor, st, ctx):
         m = self.mix(x, st.att_shift)
         w = self.decay_base + self.decay_lora(m["w"])
-        k = self.key(m["k"]) * -torch.expm1(-torch.exp(w))  # one minus the per-channel decay
-        y, wkv_state = self._wkv(self.receptance(m["r"]), k, self.value(m["v"]), w, None, st.wkv)
-        y = self.ln_x(y + self.value(m["v2"]) + self.v2_lora(m["v2"]))
-        return self.output(y), {"att_shift": x[:, -1], "wkv": wkv_state}
+        k = self.key(m["k"])
+        if self.one_minus_w:
+            k = k * -torch.expm1(-torch.exp(w))  # one minus the per-channel decay
+        u = None if self.use_v2 else self.bonus
+        y, wkv_state = self._wkv(self.receptance(m["r"]), k, self.value(m["v"]), w, u, st.wkv)
+        if self.use_v2:
+            y = y + self.value(m["v2"]) + self.v2_lora(m["v2"])
+        return self.output(self.ln_x(y)), {"att_shift": x[:, -1], "wkv": wkv_state}
+
+    def _bonus(self) -> torch.Tensor:
+        return self.unused_bonus if self.use_v2 else self.bonus
 
     def reset_parameters(self, layer: int, n_layer: int) -> None:
         super().reset_parameters(layer, n_layer)
         self.v2_lora.reset_parameters()
-        self.unused_bonus.copy_(bonus_schedule(self.n_head, self.head_size, layer, n_layer,
-                                               self.unused_bonus.device))
+        self._bonus().copy_(bonus_schedule(self.n_head, self.head_size, layer, n_layer,
+                                           self._bonus().device))
 
     def own_ref_rules(self, b, ours: str, ref: str) -> None:
         b.same(f"{ours}.v2_lora.a", f"{ref}.time_value2_w1")
         b.same(f"{ours}.v2_lora.b", f"{ref}.time_value2_w2")
-        b.same(f"{ours}.unused_bonus", f"{ref}.time_faaaa")
+        b.same(f"{ours}.{'unused_bonus' if self.use_v2 else 'bonus'}", f"{ref}.time_faaaa")

@@ -29,7 +29,7 @@ class GoldTimeMix(TimeMixer):
     """
 
     family = "gold"
-    title, signature, ref_signature = "GOLD", "att.query.weight", "time_maa_v_cache"
+    title, signature, ref_signature = "GOLD", ("att.query.weight",), "time_maa_v_cache"
 
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()

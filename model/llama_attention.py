@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 class LlamaAttention(TimeMixer):
     family = "attention"
     default_cmix = "swiglu"
-    title, signature, ref_signature = "Llama", "att.qkv.weight", "wq.weight"
+    title, signature, ref_signature = "Llama", ("att.qkv.weight",), "wq.weight"
 
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
@@ -28,16 +28,19 @@ class LlamaAttention(TimeMixer):
         self.output = nn.Linear(a, d, bias=False)
 
     def forward(self, x: torch.Tensor, st, ctx):
-        """Keys and values are kept in ctx.store_dtype, the cache's format."""
+        """This piece's keys and values are used as computed; they are kept for the next piece
+        in ctx.store_dtype, the cache's format."""
         b, t, _ = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.n_head, self.head_size).permute(2, 0, 3, 1, 4)
         q = apply_rope(q, ctx.start, self.rope_theta)
-        k = apply_rope(k, ctx.start, self.rope_theta).to(ctx.store_dtype)
-        v = v.to(ctx.store_dtype)
+        k = apply_rope(k, ctx.start, self.rope_theta)
+        k_kept, v_kept = k.to(ctx.store_dtype), v.to(ctx.store_dtype)
         if st.k is not None:
-            k, v = torch.cat([st.k, k], dim=2), torch.cat([st.v, v], dim=2)
-        y = causal_attention(q, k.to(q.dtype), v.to(q.dtype), ctx.start)
-        return self.output(y.transpose(1, 2).reshape(b, t, -1)), {"k": k, "v": v}
+            k = torch.cat([st.k.to(k.dtype), k], dim=2)
+            v = torch.cat([st.v.to(v.dtype), v], dim=2)
+            k_kept, v_kept = torch.cat([st.k, k_kept], dim=2), torch.cat([st.v, v_kept], dim=2)
+        y = causal_attention(q, k, v, ctx.start)
+        return self.output(y.transpose(1, 2).reshape(b, t, -1)), {"k": k_kept, "v": v_kept}
 
     @classmethod
     def infer_fields(cls, sd: dict, att: str) -> dict:

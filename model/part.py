@@ -28,7 +28,7 @@ class TimeMixer(Part):
     title = ""                  # what users call it, for messages
     family = "recurrent"        # recurrent | gold | attention
     default_cmix = "x060"       # the channel mix that goes with it when model.cmix is unset
-    signature = ""              # one of our parameter names under `att.` that only it has
+    signature: tuple[str, ...] = ()  # our parameter names under `blocks.N.` only it has all of
     ref_signature = ""          # one of the authors' key names under `att.` that only it has
 
     @classmethod

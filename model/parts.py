@@ -45,9 +45,8 @@ def recurrent_mixers() -> tuple[str, ...]:
     return tuple(n for n, cls in TIME_MIXERS.items() if cls.family == "recurrent")
 
 
-def mixer_of_signature(block_param: str) -> str | None:
-    """The mixer that alone has this parameter (name under `blocks.N.`), if any."""
-    for name, cls in TIME_MIXERS.items():
-        if cls.signature == block_param:
-            return name
-    return None
+def mixer_of_block(names: set[str]) -> str | None:
+    """The mixer of a block whose parameter names (under `blocks.N.`) are `names`: the one whose
+    signature they all contain (None if none does)."""
+    found = [name for name, cls in TIME_MIXERS.items() if set(cls.signature) <= names]
+    return found[0] if len(found) == 1 else None

@@ -36,7 +36,7 @@ def lora_width(kind: str, n_embd: int) -> int:
 
 class RWKV7TimeMix(TimeMixer):
     default_cmix = "x070"
-    title, signature, ref_signature = "RWKV-7", "att.k_a", "k_a"
+    title, signature, ref_signature = "RWKV-7", ("att.k_a",), "k_a"
 
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()

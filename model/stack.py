@@ -37,9 +37,11 @@ class BlockStack(LanguageModel):
         compressed = None
         if self.kv_compression is not None:
             c = self.kv_compression(x)
-            c = c.to(self.stored_dtype(c))
-            compressed = c if state.compressed is None else torch.cat([state.compressed, c], dim=1)
-            ctx.k_cache = self.kv_compression.keys(emb0, compressed)
+            kept = c.to(self.stored_dtype(c))  # the cache format holds only what is carried over
+            past = state.compressed
+            compressed = kept if past is None else torch.cat([past, kept], dim=1)
+            ctx.k_cache = self.kv_compression.keys(
+                emb0, c if past is None else torch.cat([past.to(c.dtype), c], dim=1))
             ctx.v_source = rms_norm(emb0)
             x, gold_states = self._gold(x, ctx, state, last_only)
             new_blocks.extend(gold_states)

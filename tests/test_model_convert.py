@@ -78,6 +78,10 @@ def reference_layout(kind: str, n_layer: int, n_embd: int, vocab: int, head_size
     return out
 
 
+C2, NO_ROPE = ["c2_one_minus_w=true", "c2_v2=true"], "gold_rope_theta=null"
+# what import must be told: the reference's ablations have the same tensors as these kinds
+SAY = {"goldfinch": [*C2, NO_ROPE], "finchc2": C2, "upgrade": [NO_ROPE], "finch": []}
+
 CASES = {  # kind -> (layout args, what import must infer)
     "goldfinch": (dict(n_layer=4, n_embd=64, vocab=97, head_size=16),
                   dict(arch="goldfinch", lower_mixer="finch_c2", n_gold=2)),
@@ -107,11 +111,12 @@ def test_import_infers_the_architecture_and_export_gives_the_same_bytes(tmp_path
     dtype = torch.bfloat16 if kind == "goldfinch" else torch.float32  # published files are bf16
     ref = random_reference(kind, dtype)
     torch.save(ref, tmp_path / "ref.pth")
-    extra = ["head_size=16"] if kind == "llama" else []
+    extra = ["head_size=16"] if kind == "llama" else SAY[kind]
     cfg = import_reference(tmp_path / "ref.pth", tmp_path / "ours", ["ctx_len=128", *extra])
     for key, value in CASES[kind][1].items():
         assert getattr(cfg, key) == value, key
     assert cfg.ctx_len == 128 and cfg.n_layer == CASES[kind][0]["n_layer"]
+    assert cfg.cache_dtype == ("bfloat16" if dtype == torch.bfloat16 else "float32")  # the file's
     back = export_reference(tmp_path / "ours", tmp_path / "back.pth")
     loaded = torch.load(tmp_path / "back.pth", weights_only=True)
     assert list(loaded) == list(ref) == list(back)  # the reference's names, in its order
@@ -136,6 +141,8 @@ def test_export_then_import_gives_bitwise_the_same_logits(tmp_path, arch, kw):
         n_layer=6, n_embd=64, vocab=97, head_size=16, ratio=model.cfg.gold_ratio))
     overrides = [f"{k}={v}" for k, v in kw.items() if k == "gold_rope_theta"]
     overrides += ["head_size=16"] if arch == "llama" else []
+    overrides += C2 if model.cfg.lower_mixer == "finch_c2" else []
+    overrides += [] if "gold_rope_theta" in kw or not model.cfg.n_gold else [NO_ROPE]
     cfg = import_reference(tmp_path / "ref.pth", tmp_path / "again", ["cache_dtype=float32", *overrides])
     assert (cfg.arch, cfg.lower_mixer, cfg.n_gold, cfg.gold_rope_theta) == (
         model.cfg.arch, model.cfg.lower_mixer, model.cfg.n_gold, model.cfg.gold_rope_theta)
@@ -184,7 +191,7 @@ def test_bad_reference_checkpoints_fail_with_one_line_and_write_nothing(tmp_path
     if problem == "truncated":
         src.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
     out = tmp_path / "out"
-    assert convert_main(["import", str(src), "--out", str(out)]) == 2
+    assert convert_main(["import", str(src), "--out", str(out), *SAY["goldfinch"]]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(src) in err and needle in err, err
     assert not out.exists() or not any(out.iterdir())
@@ -218,3 +225,43 @@ def test_meta_built_layout_matches_for_the_paper_sizes():
     ref = to_reference(cfg, model.state_dict())
     expected = reference_layout("goldfinch", 24, 2048, 65536, 64)
     assert {k: tuple(v.shape) for k, v in ref.items()} == expected
+
+
+@pytest.mark.parametrize("kind, say, needle", [
+    ("goldfinch", [NO_ROPE], "c2_one_minus_w=true|false c2_v2=true|false"),
+    ("finchc2", ["c2_v2=true"], "no_one_minus_w and no_v2"),
+    ("upgrade", [], "gold_rope_theta=null (no RoPE in GOLD, the paper's main) or gold_rope_theta=10000"),
+])
+def test_lookalike_checkpoints_are_refused_until_told(tmp_path, capsys, kind, say, needle):
+    torch.save(random_reference(kind), tmp_path / "ref.pth")
+    out = tmp_path / "out"
+    assert convert_main(["import", str(tmp_path / "ref.pth"), "--out", str(out), *say]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "ref.pth" in err and needle in err, err
+    assert not out.exists()
+
+
+def test_finch_c2_ablations_and_rope10k_compute_differently(tmp_path):
+    """Same tensors, other computations: no_v2 reads the bonus and not v2, no_one_minus_w leaves
+    the keys unscaled, rope10k rotates GOLD's queries and keys."""
+    torch.save(random_reference("goldfinch"), tmp_path / "ref.pth")
+    idx = torch.randint(0, 97, (2, 13))
+
+    def logits(*say):
+        out = tmp_path / "_".join(say).replace("=", "-")
+        import_reference(tmp_path / "ref.pth", out, ["cache_dtype=float32", *say])
+        model = load_exported(out).eval()
+        with torch.no_grad():
+            return model, model(idx)[0]
+    _, main = logits(*C2, NO_ROPE)
+    no_v2, got = logits("c2_one_minus_w=true", "c2_v2=false", NO_ROPE)
+    assert not torch.allclose(got, main) and no_v2.blocks[0].att.bonus.requires_grad
+    with torch.no_grad():
+        no_v2.blocks[0].att.v2_lora.b.add_(1.0)  # v2 is not read
+        assert torch.equal(no_v2(idx)[0], got)
+    assert not torch.allclose(logits("c2_one_minus_w=false", "c2_v2=true", NO_ROPE)[1], main)
+    assert not torch.allclose(logits(*C2, "gold_rope_theta=10000")[1], main)
+    back = export_reference(tmp_path / "c2_one_minus_w-true_c2_v2-false_gold_rope_theta-null",
+                            tmp_path / "back.pth")
+    ref = torch.load(tmp_path / "ref.pth", weights_only=True)
+    assert list(back) == list(ref) and all(torch.equal(back[k], ref[k]) for k in ref)

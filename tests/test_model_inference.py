@@ -120,3 +120,18 @@ def test_detached_state_continues_identically():
     through = torch.autograd.grad(a.sum(), [state.compressed, state.blocks[0].wkv], allow_unused=True)
     assert all(g is not None and g.abs().sum() > 0 for g in through)
     assert torch.autograd.grad(b.sum(), [state.compressed], allow_unused=True) == (None,)
+
+
+@pytest.mark.parametrize("arch", ["goldfinch", "llama", "goldfinch7"])
+def test_a_full_pass_never_rounds_through_the_cache_format(arch):
+    """cache_dtype is what the state carries to the next call: one pass computes at full precision,
+    so its logits are the same whatever the cache format."""
+    exact = tiny_model(arch, cache_dtype="float32").eval()
+    rounded = build_model(tiny_config(arch, cache_dtype="bfloat16")).eval()
+    rounded.load_state_dict(exact.state_dict())
+    idx = torch.randint(0, VOCAB, (2, 15))
+    with torch.no_grad():
+        a, state = rounded(idx)
+        assert torch.equal(a, exact(idx)[0])
+    kept = state.compressed if state.compressed is not None else state.blocks[0].k
+    assert kept.dtype == torch.bfloat16

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..config import ModelConfig
-from .infer import ConvertError, infer_config
+from .infer import ConvertError, infer_config, refuse_lookalikes
 from .layout import reference_rules
 
 __all__ = ["ConvertError", "export_reference", "from_reference", "import_reference",
@@ -62,12 +62,16 @@ def _check_keys(sd: dict[str, torch.Tensor], rules) -> None:
         raise ConvertError(f"{len(wrong)} shape mismatch(es): {'; '.join(wrong[:3])}")
 
 
-def from_reference(sd: dict[str, torch.Tensor], overrides: list[str] | None = None
-                   ) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
-    """(our config, our state dict) for a reference state dict; dtypes are kept."""
+def from_reference(sd: dict[str, torch.Tensor], overrides: list[str] | None = None,
+                   tensors_only: bool = False) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """(our config, our state dict) for a reference state dict; dtypes are kept. With
+    `tensors_only` (the caller wants the weights, not a model to run) variants whose tensors
+    are alike are not asked about."""
     cfg = infer_config(sd, overrides)
     rules = _rules(cfg)
     _check_keys(sd, rules)
+    if not tensors_only:
+        refuse_lookalikes(cfg, overrides)
     ours = {r.ours: r.to_ours([sd[k] for k in r.refs]).contiguous().clone() for r in rules}
     return cfg, ours
 

@@ -19,6 +19,20 @@ REFERENCE_DEFAULTS = {"ctx_len": 1024, "head_size": 64}
 PAPER_RATIOS = (3, 6, 2)  # the gold ratios the paper trains, tried first when several fit
 
 
+CHECKPOINT_DTYPES = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
+# (block kind, the keys that tell its look-alike variants apart, what to say)
+LOOKALIKES = (
+    ("finch_c2", ("c2_one_minus_w", "c2_v2"),
+     "Finch-C2 blocks: the reference's ablations no_one_minus_w and no_v2 have the same tensors "
+     "as Finch-C2; say which with c2_one_minus_w=true|false c2_v2=true|false (Finch-C2 itself, "
+     "as in GoldFinch: both true)"),
+    ("gold", ("gold_rope_theta",),
+     "GOLD blocks: the rope10k ablation has the same tensors as the paper's GoldFinch; say which "
+     "with gold_rope_theta=null (no RoPE in GOLD, the paper's main) or gold_rope_theta=10000 "
+     "(rope10k)"),
+)
+
+
 class ConvertError(ValueError):
     """A checkpoint that cannot be converted; the message names the file and the problem."""
 
@@ -37,6 +51,15 @@ def _part_at(sd: dict[str, torch.Tensor], prefix: str, table: dict, what: str) -
         raise ConvertError(f"{prefix[:-1]}: {'no' if not found else 'more than one'} known {what} "
                            f"matches its keys; known kinds and their signature keys: {known}")
     return found[0]
+
+
+def refuse_lookalikes(cfg: ModelConfig, overrides: list[str] | None) -> None:
+    """The reference's ablations leave the tensors as they are: the overrides must say which."""
+    said = {o.split("=", 1)[0].removeprefix("model.") for o in overrides or []}
+    kinds = {cfg.lower_mixer} | ({"gold"} if cfg.n_gold else set())
+    for kind, keys, choices in LOOKALIKES:
+        if kind in kinds and not set(keys) <= said:
+            raise ConvertError(choices)
 
 
 def _gold_ratio(n_layer: int, n_lower: int) -> int:
@@ -59,6 +82,8 @@ def infer_config(sd: dict[str, torch.Tensor], overrides: list[str] | None = None
     kinds = [_part_at(sd, f"blocks.{i}.att.", TIME_MIXERS, "time mix") for i in range(n_layer)]
     fields: dict[str, object] = dict(n_layer=n_layer, n_embd=n_embd, vocab_size=vocab,
                                      ctx_len=REFERENCE_DEFAULTS["ctx_len"])
+    if sd["emb.weight"].dtype in CHECKPOINT_DTYPES:  # a converted model keeps what it was given
+        fields["cache_dtype"] = CHECKPOINT_DTYPES[sd["emb.weight"].dtype]
     first = "blocks.0.att."
     lower = kinds[0]
     n_lower = n_layer if lower == "llama" else kinds.index("gold") if "gold" in kinds else n_layer

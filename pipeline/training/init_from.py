@@ -18,7 +18,7 @@ import re
 import torch
 from omegaconf import OmegaConf
 
-from model.parts import TIME_MIXERS, mixer_of_signature
+from model.parts import TIME_MIXERS, mixer_of_block
 
 from . import checkpointing
 from ..errors import PipelineError
@@ -56,7 +56,7 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     if kind == "reference":
         from model.convert import ConvertError, from_reference, read_reference
         try:
-            return from_reference(read_reference(path))[1]
+            return from_reference(read_reference(path), tensors_only=True)[1]
         except (ConvertError, ValueError) as err:
             raise PipelineError(f"train.init_from={path}: {err}") from None
     if kind == "export":
@@ -73,14 +73,14 @@ _BLOCK = re.compile(r"blocks\.(\d+)\.")
 
 
 def block_mixers(names) -> dict[int, str]:
-    """Block index -> its registered time mixer, read off our parameter names (each mixer has a
-    parameter no other has: its `signature`)."""
-    kinds = {}
+    """Block index -> its registered time mixer, read off our parameter names (each mixer has
+    parameters no other has all of: its `signature`)."""
+    per_block: dict[int, set[str]] = {}
     for name in names:
-        m = re.match(r"blocks\.(\d+)\.(.+)$", name)
-        if m and (mixer := mixer_of_signature(m.group(2))) is not None:
-            kinds[int(m.group(1))] = mixer
-    return kinds
+        if m := re.match(r"blocks\.(\d+)\.(.+)$", name):
+            per_block.setdefault(int(m.group(1)), set()).add(m.group(2))
+    kinds = {i: mixer_of_block(params) for i, params in per_block.items()}
+    return {i: mixer for i, mixer in kinds.items() if mixer is not None}
 
 
 def _kind(mixer: str) -> str:
