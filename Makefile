@@ -61,6 +61,7 @@ compare: setup  ## GoldFinch vs Finch vs Llama on the same data and tokens -> do
 bench: setup  ## benchmarks that print side-by-side ratios (results: docs/BENCHMARKS.md)
 	$(PY) benchmarks/prefill.py
 	$(PY) benchmarks/train_overhead.py
+	$(PY) benchmarks/arch_speed.py
 	$(PY) benchmarks/kernels.py
 	$(PY) benchmarks/data_prep.py
 	$(PY) benchmarks/lm_eval_reuse.py --docs 16 --repeats 3
