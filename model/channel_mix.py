@@ -9,15 +9,11 @@ from .part import ChannelMixer
 from .token_mixing import token_shift
 
 
-class ChannelMix(ChannelMixer):
-    """x060: out = sigmoid(R x_r) * V(relu(K x_k)^2), x_k and x_r token-shift lerps of x."""
+class _ReceptanceGated(ChannelMixer):
+    """What x060 and x052 share: out = sigmoid(R x_r) * V(relu(K x_k)^2), 3.5x wide; they differ
+    in how x_k and x_r are mixed from x and the token before (and in their tensors' names)."""
 
-    ref_signature = "time_maa_k"
-
-    def __init__(self, n_embd: int, dim_ffn: int):
-        super().__init__()
-        self.mu_k = nn.Parameter(torch.empty(n_embd))
-        self.mu_r = nn.Parameter(torch.empty(n_embd))
+    def _add_maps(self, n_embd: int, dim_ffn: int) -> None:
         self.key = nn.Linear(n_embd, dim_ffn, bias=False)
         self.receptance = nn.Linear(n_embd, n_embd, bias=False)
         self.value = nn.Linear(dim_ffn, n_embd, bias=False)
@@ -26,19 +22,36 @@ class ChannelMix(ChannelMixer):
     def default_width(n_embd: int) -> int:
         return int(n_embd * 3.5) // 32 * 32
 
+    def _mixed(self, xk: torch.Tensor, xr: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.receptance(xr)) * self.value(torch.relu(self.key(xk)) ** 2)
+
+    def _reset_maps(self) -> None:
+        orthogonal(self.key.weight)
+        nn.init.zeros_(self.receptance.weight)
+        nn.init.zeros_(self.value.weight)
+
+
+class ChannelMix(_ReceptanceGated):
+    """x060: x_k and x_r are token-shift lerps x + (x_prev − x)·mu."""
+
+    ref_signature = "time_maa_k"
+
+    def __init__(self, n_embd: int, dim_ffn: int):
+        super().__init__()
+        self.mu_k = nn.Parameter(torch.empty(n_embd))
+        self.mu_r = nn.Parameter(torch.empty(n_embd))
+        self._add_maps(n_embd, dim_ffn)
+
     def forward(self, x: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
         dx = token_shift(x, prev) - x
-        k = torch.relu(self.key(x + dx * self.mu_k)) ** 2
-        return torch.sigmoid(self.receptance(x + dx * self.mu_r)) * self.value(k)
+        return self._mixed(x + dx * self.mu_k, x + dx * self.mu_r)
 
     def reset_parameters(self, layer: int, n_layer: int) -> None:
         _, r10 = ratios(layer, n_layer)
         amount = 1.0 - channel_ramp(self.mu_k.numel(), self.mu_k.device).pow(r10)
         self.mu_k.copy_(amount)
         self.mu_r.copy_(amount)
-        orthogonal(self.key.weight)
-        nn.init.zeros_(self.receptance.weight)
-        nn.init.zeros_(self.value.weight)
+        self._reset_maps()
 
     def ref_rules(self, b, ours: str, ref: str) -> None:
         c = self.mu_k.numel()
@@ -75,7 +88,7 @@ class ChannelMixX070(ChannelMixer):
         nn.init.zeros_(self.value.weight)
 
 
-class ChannelMixX052(ChannelMixer):
+class ChannelMixX052(_ReceptanceGated):
     """x052 (Eagle): RWKV-5's channel mix; its static mixes weigh x itself (x·m + x_prev·(1−m))."""
 
     ref_signature = "time_mix_k"
@@ -84,26 +97,16 @@ class ChannelMixX052(ChannelMixer):
         super().__init__()
         self.time_mix_k = nn.Parameter(torch.empty(1, 1, n_embd))
         self.time_mix_r = nn.Parameter(torch.empty(1, 1, n_embd))
-        self.key = nn.Linear(n_embd, dim_ffn, bias=False)
-        self.receptance = nn.Linear(n_embd, n_embd, bias=False)
-        self.value = nn.Linear(dim_ffn, n_embd, bias=False)
-
-    @staticmethod
-    def default_width(n_embd: int) -> int:
-        return int(n_embd * 3.5) // 32 * 32
+        self._add_maps(n_embd, dim_ffn)
 
     def forward(self, x: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
         xx = token_shift(x, prev)
-        xk = x * self.time_mix_k + xx * (1 - self.time_mix_k)
-        xr = x * self.time_mix_r + xx * (1 - self.time_mix_r)
-        k = torch.relu(self.key(xk)) ** 2
-        return torch.sigmoid(self.receptance(xr)) * self.value(k)
+        return self._mixed(x * self.time_mix_k + xx * (1 - self.time_mix_k),
+                           x * self.time_mix_r + xx * (1 - self.time_mix_r))
 
     def reset_parameters(self, layer: int, n_layer: int) -> None:
         _, r10 = ratios(layer, n_layer)
         amount = channel_ramp(self.time_mix_k.numel(), self.time_mix_k.device).pow(r10)
         self.time_mix_k.copy_(amount.view_as(self.time_mix_k))
         self.time_mix_r.copy_(amount.view_as(self.time_mix_r))
-        orthogonal(self.key.weight)
-        nn.init.zeros_(self.receptance.weight)
-        nn.init.zeros_(self.value.weight)
+        self._reset_maps()

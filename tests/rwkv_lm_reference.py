@@ -9,16 +9,19 @@ import torch.nn.functional as F
 X070_LORAS = ("w", "a", "v", "g")
 
 
+def _block_norms(b: str, c: int, layer: int) -> dict:
+    """ln1, ln2 (and ln0 in block 0) as RWKV-LM's blocks register them."""
+    names = ("ln1", "ln2", "ln0") if layer == 0 else ("ln1", "ln2")
+    return {f"{b}{n}.{p}": (c,) for n in names for p in ("weight", "bias")}
+
+
 def x070_layout(n_layer: int, n_embd: int, vocab: int, head_size: int, widths: dict) -> dict:
     """Names and shapes of a released RWKV-7 World .pth, in its order."""
     c, h = n_embd, n_embd // head_size
     out = {"emb.weight": (vocab, c)}
     for i in range(n_layer):
         b = f"blocks.{i}."
-        out.update({b + "ln1.weight": (c,), b + "ln1.bias": (c,), b + "ln2.weight": (c,),
-                    b + "ln2.bias": (c,)})
-        if i == 0:
-            out.update({b + "ln0.weight": (c,), b + "ln0.bias": (c,)})
+        out.update(_block_norms(b, c, i))
         att = b + "att."
         for m in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g"):
             out[att + m] = (1, 1, c)
@@ -116,10 +119,7 @@ def x052_layout(n_layer: int, n_embd: int, vocab: int, head_size: int) -> dict:
     out = {"emb.weight": (vocab, c)}
     for i in range(n_layer):
         b = f"blocks.{i}."
-        out.update({b + "ln1.weight": (c,), b + "ln1.bias": (c,), b + "ln2.weight": (c,),
-                    b + "ln2.bias": (c,)})
-        if i == 0:
-            out.update({b + "ln0.weight": (c,), b + "ln0.bias": (c,)})
+        out.update(_block_norms(b, c, i))
         att = b + "att."
         for m in ("k", "v", "r", "g"):
             out[f"{att}time_mix_{m}"] = (1, 1, c)
