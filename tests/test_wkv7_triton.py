@@ -81,7 +81,8 @@ def test_without_initial_state_starts_from_zeros():
 
 def test_bf16_inputs_accumulate_in_fp32():
     """bf16 in, bf16 y and gradients, fp32 state: against fp64 on the same bf16 values. Errors:
-    the bf16 rounding of y and the gradients (2^-9) and tf32 dot operands (2^-11)."""
+    the bf16 rounding of y and the gradients (2^-9) and of the bf16 dot operands, ~0.7% at most
+    (the interpreter rounds operands as the tensor cores do)."""
     args64, args = inputs(2, 45, 2, 32, dtype=torch.bfloat16, seed=3)
     got = outputs_and_grads(lambda *x: wkv7_triton(*x, tiles=Tiles(16, 16)), args)
     assert got[0].dtype == torch.bfloat16 and got[1].dtype == torch.float32

@@ -2,48 +2,23 @@
 
 It carries dS, the gradient of the state leaving the chunk, reads the state S entering it (stored
 by a recomputing forward pass), rebuilds the chunk's WY pieces and runs the chunk backwards:
-    du = A_rb^T dy + b̂ dS,   drhs = (I - A_ab)^{-T} du                        (rhs = ã S + A_ak v)
-    dv = A_rk^T dy + k̂ dS + A_ak^T drhs                     (complete: v's channels are the tile's)
+    S' = e^{gc} (S + b̃^T u + k̃^T v);  with dS_o = e^{gc} dS:
+    du = A_rb^T dy + b̃ dS_o,   drhs = (I - A_ab)^{-T} du                      (rhs = ã S + A_ak v)
+    dv = A_rk^T dy + k̃ dS_o + A_ak^T drhs                   (complete: v's channels are the tile's)
     dr̃ = dy S^T + dA_rb b̃ + dA_rk k̃,   dã = drhs S^T + dA_ab b̃ + dA_ak k̃
-    db̃ = dA_ab^T ã + dA_rb^T r̃,   dk̃ = dA_ak^T ã + dA_rk^T r̃,   db̂ = u dS^T,   dk̂ = v dS^T
-    dS <- e^{gc} dS + r̃^T dy + ã^T drhs
+    db̃ = dA_ab^T ã + dA_rb^T r̃ + u dS_o^T,   dk̃ = dA_ak^T ã + dA_rk^T r̃ + v dS_o^T
+    dS <- dS_o + r̃^T dy + ã^T drhs
 with dA_rb = tril(dy u^T), dA_rk = tril(dy v^T), dA_ab = stril(drhs u^T), dA_ak = stril(drhs v^T).
 The key-side gradients (dr, dw, dk, da, db) sum over value channels, so each tile writes its own
-fp32 partials ([NV, B, T, H, K]) and the caller adds them. The decay enters only through g, gp and
-gc; dL/dld_j = sum_{t>=j} dg_t + sum_{t>j} dgp_t + dgc, and dw = dL/dld * ld (ld = -exp(w);
-zero where the floor binds).
+fp32 partials ([5, NV, B, T, H, K]: r, w, k, a, b) and the caller adds them. The decay enters
+only through g, gp and gc; dL/dld_j = sum_{t>=j} dg_t + sum_{t>j} dgp_t + dgc, and
+dw = dL/dld * ld (ld = -exp(w); zero where the floor binds).
 """
 import triton
 import triton.language as tl
 
 from ..wkv6.triton_tiles import mm
 from .triton_chunk import chunk_factors, load_rows, pair_matrices, unit_lower_inverse
-
-
-@triton.jit
-def key_side_grads(drt, dat, dbt, dkt, dbh, dkh, rt, at, bt, kt, bh_, kh, decay, ld, s, ds, w,
-                   valid, LD_MIN: tl.constexpr):
-    """(dr, da, db, dk, dw) of one chunk from the gradients of its decay-scaled rows."""
-    dg = drt * rt - dbt * bt - dkt * kt - dbh * bh_ - dkh * kh
-    dgp = dat * at
-    dgc = decay * tl.sum(ds * s, 1) + tl.sum(dbh * bh_ + dkh * kh, 0)
-    dld = tl.cumsum(dg + dgp, 0, reverse=True) - dgp + dgc[None, :]
-    dw = tl.where(valid & (-tl.exp(w) > LD_MIN), dld * ld, 0.0)
-    # r̃ = r e^g etc.: each input's gradient is its scaled row's gradient times the same factor
-    g = tl.cumsum(ld, 0)
-    e_g, e_gp, e_neg = tl.exp(g), tl.exp(g - ld), tl.exp(-g)
-    e_tail = tl.exp(tl.sum(ld, 0)[None, :] - g)
-    return drt * e_g, dat * e_gp, dbt * e_neg + dbh * e_tail, dkt * e_neg + dkh * e_tail, dw
-
-
-@triton.jit
-def store_key_grads(part_ptr, stride_part, offs, valid, dr, da, db, dk, dw):
-    """The five fp32 partials, stacked as [5, NV, B, T, H, K] (stride_part between inputs)."""
-    tl.store(part_ptr + offs, dr, mask=valid)
-    tl.store(part_ptr + stride_part + offs, dw, mask=valid)
-    tl.store(part_ptr + 2 * stride_part + offs, dk, mask=valid)
-    tl.store(part_ptr + 3 * stride_part + offs, da, mask=valid)
-    tl.store(part_ptr + 4 * stride_part + offs, db, mask=valid)
 
 
 @triton.jit
@@ -80,28 +55,42 @@ def wkv7_bwd_kernel(r_ptr, w_ptr, k_ptr, v_ptr, a_ptr, b_ptr, dy_ptr, states_ptr
         b = load_rows(b_ptr, base, t, valid, ck, H * K)
         v = load_rows(v_ptr, base, t, valid, cv, H * K)
         dy = load_rows(dy_ptr, base, t, valid, cv, H * K)
-        rt, at, bt, kt, bh_, kh, decay, ld = chunk_factors(r, w, k, a, b, valid, LD_MIN)
+        rt, at, bt, kt, decay, g, ld = chunk_factors(r, w, k, a, b, valid, LD_MIN)
         a_ab, a_ak, a_rb, a_rk = pair_matrices(rt, at, bt, kt, C, PREC)
         inv = unit_lower_inverse(a_ab, C)
         u = mm(inv, mm(at, s, PREC) + mm(a_ak, v, PREC), "ieee")
-        du = mm(tl.trans(a_rb), dy, PREC) + mm(bh_, ds, PREC)
-        drhs = mm(tl.trans(inv), du, "ieee")
-        dv = mm(tl.trans(a_rk), dy, PREC) + mm(kh, ds, PREC) + mm(tl.trans(a_ak), drhs, PREC)
+        ds_out = decay[:, None] * ds  # b̂^T u = (b̃^T u) e^{gc}: the gradient b̃ sees
+        drhs = mm(tl.trans(inv), mm(tl.trans(a_rb), dy, PREC) + mm(bt, ds_out, PREC), "ieee")
+        dv = mm(tl.trans(a_rk), dy, PREC) + mm(kt, ds_out, PREC) + mm(tl.trans(a_ak), drhs, PREC)
         tl.store(dv_ptr + base + t[:, None] * (H * K) + cv[None, :],
                  dv.to(dv_ptr.dtype.element_ty), mask=valid)
         d_rb = tl.where(incl, mm(dy, tl.trans(u), PREC), 0.0)
         d_rk = tl.where(incl, mm(dy, tl.trans(v), PREC), 0.0)
         d_ab = tl.where(strict, mm(drhs, tl.trans(u), PREC), 0.0)
         d_ak = tl.where(strict, mm(drhs, tl.trans(v), PREC), 0.0)
-        drt = mm(dy, tl.trans(s), PREC) + mm(d_rb, bt, PREC) + mm(d_rk, kt, PREC)
-        dat = mm(drhs, tl.trans(s), PREC) + mm(d_ab, bt, PREC) + mm(d_ak, kt, PREC)
-        dbt = mm(tl.trans(d_ab), at, PREC) + mm(tl.trans(d_rb), rt, PREC)
-        dkt = mm(tl.trans(d_ak), at, PREC) + mm(tl.trans(d_rk), rt, PREC)
-        dbh = mm(u, tl.trans(ds), PREC)
-        dkh = mm(v, tl.trans(ds), PREC)
-        dr, da, db, dk, dw = key_side_grads(drt, dat, dbt, dkt, dbh, dkh, rt, at, bt, kt, bh_, kh,
-                                            decay, ld, s, ds, w, valid, LD_MIN)
-        store_key_grads(part_base, stride_part, base + t[:, None] * (H * K) + ck[None, :], valid,
-                        dr, da, db, dk, dw)
-        ds = decay[:, None] * ds + mm(tl.trans(rt), dy, PREC) + mm(tl.trans(at), drhs, PREC)
+        offs = part_base + base + t[:, None] * (H * K) + ck[None, :]
+        # each scaled row's gradient goes out at once times its factor; dg, dgp and dgc gather
+        # the decay's share (module docstring) so that few [C, K] tiles are alive together
+        grad = mm(dy, tl.trans(s), PREC) + mm(d_rb, bt, PREC) + mm(d_rk, kt, PREC)   # r̃
+        tl.store(offs, grad * tl.exp(g), mask=valid)
+        dg = grad * rt
+        grad = mm(drhs, tl.trans(s), PREC) + mm(d_ab, bt, PREC) + mm(d_ak, kt, PREC)  # ã
+        tl.store(offs + 3 * stride_part, grad * tl.exp(g - ld), mask=valid)
+        dgp = grad * at
+        dgc = tl.sum(ds_out * s, 1)
+        grad = mm(tl.trans(d_ab), at, PREC) + mm(tl.trans(d_rb), rt, PREC)          # b̃, b̂
+        out = mm(u, tl.trans(ds_out), PREC)
+        dgc += tl.sum(out * bt, 0)
+        grad += out
+        tl.store(offs + 4 * stride_part, grad * tl.exp(-g), mask=valid)
+        dg -= grad * bt
+        grad = mm(tl.trans(d_ak), at, PREC) + mm(tl.trans(d_rk), rt, PREC)          # k̃, k̂
+        out = mm(v, tl.trans(ds_out), PREC)
+        dgc += tl.sum(out * kt, 0)
+        grad += out
+        tl.store(offs + 2 * stride_part, grad * tl.exp(-g), mask=valid)
+        dg -= grad * kt
+        dld = tl.cumsum(dg + dgp, 0, reverse=True) - dgp + dgc[None, :]
+        tl.store(offs + stride_part, tl.where(-tl.exp(w) > LD_MIN, dld * ld, 0.0), mask=valid)
+        ds = ds_out + mm(tl.trans(rt), dy, PREC) + mm(tl.trans(at), drhs, PREC)
     tl.store(ds0_ptr + bh * K * K + block, ds)

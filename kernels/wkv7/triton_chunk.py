@@ -6,7 +6,7 @@ chunk total. Unrolling S_t = diag(e^{ld_t}) S_{t-1} + b_t^T u_t + k_t^T v_t with
     u = ã S + A_ab u + A_ak v        A_ab[t,s] = ã_t . b̃_s, A_ak[t,s] = ã_t . k̃_s   (s < t)
     y = r̃ S + A_rb u + A_rk v        A_rb[t,s] = r̃_t . b̃_s, A_rk[t,s] = r̃_t . k̃_s   (s <= t)
     S' = e^{gc} S + b̂^T u + k̂^T v
-with ã = a e^{gp}, r̃ = r e^{g}, b̃ = b e^{-g}, k̃ = k e^{-g}, b̂ = b e^{gc-g}, k̂ = k e^{gc-g}.
+with ã = a e^{gp}, r̃ = r e^{g}, b̃ = b e^{-g}, k̃ = k e^{-g}, b̂ = b̃ e^{gc}, k̂ = k̃ e^{gc}.
 So u = (I - A_ab)^{-1} (ã S + A_ak v): one 16x16 unit-lower-triangular inverse per chunk, and the
 rest is dots. Each pair term is the product of two factors whose exponents are window sums of
 log-decays; e^{-g} grows with the chunk's total decay, which LOG_DECAY_FLOOR bounds (triton_plan).
@@ -51,12 +51,11 @@ def unit_lower_inverse(a, C: tl.constexpr):
 
 @triton.jit
 def chunk_factors(r, w, k, a, b, valid, LD_MIN: tl.constexpr):
-    """(r̃, ã, b̃, k̃, b̂, k̂, e^{gc}, ld): the decay-scaled rows of one chunk (module docstring)."""
+    """(r̃, ã, b̃, k̃, e^{gc}, g, ld): the decay-scaled rows of one chunk (module docstring);
+    b̂ = b̃ e^{gc} and k̂ = k̃ e^{gc} are formed where they are used."""
     ld, g, gp, gc = chunk_decays(w, valid, LD_MIN)
     inv_g = tl.exp(-g)
-    tail = tl.exp(gc[None, :] - g)
-    return (r * tl.exp(g), a * tl.exp(gp), b * inv_g, k * inv_g, b * tail, k * tail,
-            tl.exp(gc), ld)
+    return r * tl.exp(g), a * tl.exp(gp), b * inv_g, k * inv_g, tl.exp(gc), g, ld
 
 
 @triton.jit

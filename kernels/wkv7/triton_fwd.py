@@ -44,12 +44,12 @@ def wkv7_fwd_kernel(r_ptr, w_ptr, k_ptr, v_ptr, a_ptr, b_ptr, s0_ptr, y_ptr, sta
         a = load_rows(a_ptr, base, t, valid, ck, H * K)
         b = load_rows(b_ptr, base, t, valid, ck, H * K)
         v = load_rows(v_ptr, base, t, valid, cv, H * K)
-        rt, at, bt, kt, bh_, kh, decay, ld = chunk_factors(r, w, k, a, b, valid, LD_MIN)
+        rt, at, bt, kt, decay, g, ld = chunk_factors(r, w, k, a, b, valid, LD_MIN)
         a_ab, a_ak, a_rb, a_rk = pair_matrices(rt, at, bt, kt, C, PREC)
         u = mm(unit_lower_inverse(a_ab, C), mm(at, s, PREC) + mm(a_ak, v, PREC), "ieee")
         if WRITE_Y:
             y = mm(rt, s, PREC) + mm(a_rb, u, PREC) + mm(a_rk, v, PREC)
             tl.store(y_ptr + base + t[:, None] * (H * K) + cv[None, :],
                      y.to(y_ptr.dtype.element_ty), mask=valid)
-        s = decay[:, None] * s + mm(tl.trans(bh_), u, PREC) + mm(tl.trans(kh), v, PREC)
+        s = decay[:, None] * (s + mm(tl.trans(bt), u, PREC) + mm(tl.trans(kt), v, PREC))
     tl.store(final_ptr + bh * K * K + block, s)
