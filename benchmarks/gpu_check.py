@@ -1,4 +1,5 @@
-"""One-shot GPU check: tests, WKV6 correctness and speed, fused-CE memory, a short L24-D2048 run.
+"""One-shot GPU check: tests, WKV6 correctness and speed, WKV7 speed, fused-CE memory, a short
+L24-D2048 run.
 
     python benchmarks/gpu_check.py --out DIR [--parts tests,wkv6_speed] [--dry-run] [--smoke]
 
@@ -7,7 +8,8 @@ so a hang or a crash costs only that part. Results go to DIR/gpu_check.jsonl (on
 line: an `env` line, the measurements, and one `status` line per part: ok, fail, skipped with the
 missing package named, or timeout), a log per part (DIR/<part>.log) and DIR/summary.txt.
 Needs only torch and Triton (CUDA builds); pytest for `tests`; DeepSpeed, omegaconf and
-webdataset for `train_l24`; flash-linear-attention (`fla`) for `wkv6_fla`. Nothing is installed.
+webdataset for `train_l24`; flash-linear-attention (`fla`) for `wkv6_fla` (and, optionally, the
+fla row of `wkv7`). Nothing is installed.
 --dry-run prints the plan (limits, what would be skipped) without running anything; --smoke runs
 the parts at toy sizes, also on CPU (Triton interpreted), which is how CI checks this script.
 """
@@ -39,6 +41,8 @@ PARTS = {
                                       "bf16/fp32, K=64/128, T=1000"),
     "wkv6_speed": (50, ("triton",), "WKV6 fwd+bwd B=8 T=4096 H=32 K=V=64 bf16: Triton vs torch "
                                     "chunked, u=0 and u!=0"),
+    "wkv7": (60, ("triton",), "WKV7 fwd+bwd B=8 T=4096 H=32 K=64 bf16: Triton vs torch chunked "
+                             "(and fla chunk_rwkv7, scale 1, where fla imports)"),
     "fused_ce": (30, ("triton",), "fused linear+CE vs plain: peak memory at vocab 65,536"),
     "train_l24": (180, ("deepspeed", "omegaconf", "webdataset"),
                   "20 steps of L24-D2048 ctx 4096 bf16 ZeRO-1: tokens/s and MFU"),
@@ -46,11 +50,11 @@ PARTS = {
     "wkv6_fla": (300, ("fla",), "flash-linear-attention chunk_rwkv6 at the wkv6_speed size "
                                 "(autotuned first, timed last)"),
 }
-SMOKE_PARTS = ("wkv6_correct", "wkv6_speed", "fused_ce", "train_l24")
+SMOKE_PARTS = ("wkv6_correct", "wkv6_speed", "wkv7", "fused_ce", "train_l24")
 TARGETS = {"triton_vs_fla_u0": 1.0, "triton_vs_torch": 20.0, "train_mfu": 0.40}
 # the test files holding gpu-marked tests (the rest of the suite needs the full training stack)
 GPU_TEST_FILES = ("tests/test_wkv6_triton.py", "tests/test_wkv6_triton_dispatch.py",
-                  "tests/test_fused_ce.py")
+                  "tests/test_wkv7_triton.py", "tests/test_fused_ce.py")
 
 
 def missing_packages(needs) -> list[str]:
@@ -176,6 +180,7 @@ def summarize(rows: list[dict], judge: bool = True) -> list[str]:
                     target, "met" if ratio >= target else "NOT met"))
                 lines.append(f"  WKV6 u={'yes' if u else 'no'}: Triton {tri:.2f} ms, {other} "
                              f"{speed[(other, u)]:.2f} ms: Triton {ratio:.2f}x faster{verdict}")
+    lines += _wkv7_lines(rows)
     ce = {r["kind"]: r for r in rows if r.get("part") == "fused_ce" and "kind" in r}
     if len(ce) == 2 and ce["plain"].get("peak_bytes"):
         lines.append(f"  fused CE peak {ce['fused']['peak_bytes'] / 2**30:.2f} GiB vs plain "
@@ -187,6 +192,16 @@ def summarize(rows: list[dict], judge: bool = True) -> list[str]:
                 f" (target >= 40%: {'met' if mfu >= TARGETS['train_mfu'] else 'NOT met'})")
             lines.append(f"  L24-D2048: {r['tokens_per_s'] or 0:.0f} tokens/s, MFU "
                          + ("unknown" if mfu is None else f"{mfu:.1%}") + verdict)
+    return lines
+
+
+def _wkv7_lines(rows: list[dict]) -> list[str]:
+    ms = {r["wkv7_impl"]: r["ms"] for r in rows if "wkv7_impl" in r}
+    tri, lines = ms.get("triton"), []
+    for other in ("torch chunked", "fla chunk_rwkv7"):
+        if tri and ms.get(other):
+            lines.append(f"  WKV7: Triton {tri:.2f} ms, {other} {ms[other]:.2f} ms: Triton "
+                         f"{ms[other] / tri:.2f}x faster")
     return lines
 
 

@@ -167,6 +167,66 @@ def part_wkv6_fla(device: str, smoke: bool) -> None:
     _time_wkv6({"fla chunk_rwkv6": fla}, device, smoke)
 
 
+def fla_chunk_rwkv7():
+    """flash-linear-attention's chunk_rwkv7 (scale 1, log-decay -exp(w)) on our wkv7 contract,
+    or None where fla (or that function) is not importable."""
+    import inspect
+
+    import torch
+    try:
+        from fla.ops.rwkv7 import chunk_rwkv7
+    except Exception:
+        return None
+    params = inspect.signature(chunk_rwkv7).parameters
+    decay = "log_w" if "log_w" in params else "w"
+
+    def call(r, w, k, v, a, b, state=None):
+        log_w = -torch.exp(w.float()).to(r.dtype)
+        return chunk_rwkv7(r=r, k=k, v=v, a=a, b=b, scale=1.0, initial_state=state,
+                           output_final_state=True, **{decay: log_w})
+    return call
+
+
+def _wkv7_inputs(b, t, h, kk, dtype, device, seed=0):
+    """RWKV-7-shaped inputs: decays in (0.545, 1), a = -kk, b = kk * alpha, |kk| = 1."""
+    import torch
+    import torch.nn.functional as F
+    g = torch.Generator().manual_seed(seed)
+    mk = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    r, k, v = mk(b, t, h, kk), mk(b, t, h, kk), mk(b, t, h, kk)
+    w = torch.log(0.6065 * torch.sigmoid(mk(b, t, h, kk) * 2))
+    unit = F.normalize(mk(b, t, h, kk), dim=-1)
+    alpha = torch.rand(b, t, h, kk, generator=g)
+    return [x.to(device, dtype).requires_grad_() for x in (r, w, k, v, -unit, unit * alpha)]
+
+
+def part_wkv7(device: str, smoke: bool) -> None:
+    """WKV7 fwd+bwd timing: Triton vs the torch chunked path (and fla's chunk_rwkv7 where it
+    imports), with the largest gradient difference of Triton against torch at that size."""
+    import torch
+
+    from kernels import wkv7
+    fwd_bwd = bench_helpers().fwd_bwd
+    b, t, h, kk = sizes(smoke)["speed"]
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    args = _wkv7_inputs(b, t, h, kk, dtype, device)
+    contenders = {"triton": lambda *a: wkv7(*a, backend="triton"),
+                  "torch chunked": lambda *a: wkv7(*a, backend="torch")}
+    if fla_chunk_rwkv7() is not None:
+        contenders["fla chunk_rwkv7"] = fla_chunk_rwkv7()
+    else:
+        emit(wkv7_impl="fla chunk_rwkv7", ms=None, note="fla not importable")
+    grads = {}
+    for name, fn in contenders.items():
+        ms = median_ms(fwd_bwd(fn, args), sizes(smoke)["repeats"], device, 1 if smoke else 3)
+        emit(wkv7_impl=name, B=b, T=t, H=h, K=kk, dtype=str(dtype)[6:], ms=round(ms, 3))
+        if name != "fla chunk_rwkv7":
+            grads[name] = [x.grad.float().clone() for x in args]
+    diff = max(((g - ref).abs().max() / ref.abs().max().clamp(min=1)).item()
+               for g, ref in zip(grads["triton"], grads["torch chunked"]))
+    emit(wkv7_check="triton vs torch chunked", max_scaled_grad_diff=round(diff, 5))
+
+
 def part_fused_ce(device: str, smoke: bool) -> None:
     import torch
     ce_problem, ce_step = bench_helpers().ce_problem, bench_helpers().ce_step

@@ -3,12 +3,13 @@ architecture, on a machine without a GPU; report registers, spills and shared me
 
     python -m kernels.compile_check [--arch 90] [--json] [--head-sizes 16 32 64 128]
                                     [--dtypes bf16 fp32] [--chunk-sizes 64]
-                                    [--lengths 4096 1000 1] [--jobs N]
+                                    [--lengths 4096 1000 1] [--kernels wkv6 wkv7 ce] [--jobs N]
 
-The launches are not written out here: the real launch code (`kernels.wkv6.triton_autograd`)
-runs with a recorder in place of the launcher, on CPU tensors of the real dtypes (never touched),
-for every combination of bonus u, initial state and final-state gradient, forward and backward,
-and for each sequence length class Triton tells apart (T a multiple of 16, not, and T = 1). Each
+The launches are not written out here: the real launch code (`kernels.wkv6.triton_autograd`,
+`kernels.wkv7.triton_autograd`) runs with a recorder in place of the launcher, on CPU tensors of
+the real dtypes (never touched), for every combination of bonus u (WKV6), initial state and
+final-state gradient, forward and backward, and for each sequence length class Triton tells apart
+(T a multiple of 16, not, and T = 1). Each
 distinct call is then specialised exactly as Triton's launcher would (its own binder: pointer
 alignment, integer divisibility, constexprs, num_warps) and compiled to a cubin with the ptxas
 in the triton wheel. Registers and spills are read from that cubin with the wheel's
@@ -39,6 +40,7 @@ DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 # (a multiple of 16), any other pre-fill length, and one-token decoding compile differently
 LENGTHS = (4096, 1000, 1)
 H_LAUNCH = 4
+FAMILIES = ("wkv6", "wkv7", "ce")
 
 
 def recorded_launches(k_size: int, v_size: int, dtype_name: str, chunk: int,
@@ -69,6 +71,31 @@ def recorded_launches(k_size: int, v_size: int, dtype_name: str, chunk: int,
         for has_dfinal in (False, True):
             ta.wkv6_backward(r, k, v, w, uu, s0, torch.empty_like(v),
                              state if has_dfinal else None, plan, launch=record)
+    return list(calls.values())
+
+
+def recorded_wkv7_launches(k_size: int, dtype_name: str, t: int = LENGTHS[0]) -> list[dict]:
+    """Every distinct kernel call of the WKV7 forward and backward for this head size, dtype, T."""
+    import torch
+
+    from .wkv7 import triton_autograd as ta
+    from .wkv7.triton_plan import LaunchPlan
+
+    dtype = getattr(torch, DTYPES[dtype_name])
+    inputs = [torch.empty(1, t, H_LAUNCH, k_size, dtype=dtype) for _ in range(6)]
+    state = torch.empty(1, H_LAUNCH, k_size, k_size)
+    plan = LaunchPlan.make(H_LAUNCH, k_size, dtype)
+    calls: dict[tuple, dict] = {}
+
+    def record(kernel, grid, *args, **consts):
+        sig = tuple(str(a.dtype) if isinstance(a, torch.Tensor) else type(a).__name__ for a in args)
+        key = (kernel.__name__, sig, tuple(sorted(consts.items())))
+        calls.setdefault(key, dict(kernel=kernel, args=args, consts=consts))
+
+    for s0 in (None, state):
+        ta.wkv7_forward(inputs, s0, plan, launch=record)
+        for dfinal in (None, state):
+            ta.wkv7_backward(inputs, s0, torch.empty_like(inputs[0]), dfinal, plan, launch=record)
     return list(calls.values())
 
 
@@ -135,17 +162,28 @@ def compile_one(index: int) -> dict:
     return line
 
 
-def jobs_for(arch: int, head_sizes, dtype_names, chunks, lengths=LENGTHS) -> list[dict]:
+def _wkv_job(arch: int, call: dict, size: int, dtype_name: str, chunk: int, t: int) -> dict:
+    consts = call["consts"]
+    variant = " ".join([f"T={t}"] + [f"{k}={v}" for k, v in sorted(consts.items())
+                                     if k not in ("K", "V", "C")])
+    return dict(arch=arch, fn=call["kernel"], args=call["args"], consts=consts,
+                kernel=call["kernel"].__name__, head_size=size, value_size=size,
+                dtype=dtype_name, chunk=chunk, variant=variant)
+
+
+def jobs_for(arch: int, head_sizes, dtype_names, chunks, lengths=LENGTHS,
+             families=FAMILIES) -> list[dict]:
+    from .wkv7.triton_plan import CHUNK as WKV7_CHUNK
+
     jobs = []
-    for dtype_name, size, chunk, t in itertools.product(dtype_names, head_sizes, chunks, lengths):
-        for call in recorded_launches(size, size, dtype_name, chunk, t):
-            consts = call["consts"]
-            variant = " ".join([f"T={t}"] + [f"{k}={v}" for k, v in sorted(consts.items())
-                                             if k not in ("K", "V", "C")])
-            jobs.append(dict(arch=arch, fn=call["kernel"], args=call["args"], consts=consts,
-                             kernel=call["kernel"].__name__, head_size=size, value_size=size,
-                             dtype=dtype_name, chunk=chunk, variant=variant))
-    for dtype_name in dtype_names:
+    for dtype_name, size, t in itertools.product(dtype_names, head_sizes, lengths):
+        for chunk in chunks if "wkv6" in families else ():
+            jobs += [_wkv_job(arch, call, size, dtype_name, chunk, t)
+                     for call in recorded_launches(size, size, dtype_name, chunk, t)]
+        if "wkv7" in families:
+            jobs += [_wkv_job(arch, call, size, dtype_name, WKV7_CHUNK, t)
+                     for call in recorded_wkv7_launches(size, dtype_name, t)]
+    for dtype_name in dtype_names if "ce" in families else ():
         jobs.append(_ce_job(arch, dtype_name))
     return jobs
 
@@ -164,7 +202,8 @@ def _ce_job(arch: int, dtype_name: str) -> dict:
                 variant=" ".join(f"{k}={v}" for k, v in sorted(consts.items())))
 
 
-def run(arch: int, head_sizes, dtype_names, chunks, lengths, workers: int, as_json: bool) -> int:
+def run(arch: int, head_sizes, dtype_names, chunks, lengths, workers: int, as_json: bool,
+        families=FAMILIES) -> int:
     from .triton_runtime import is_interpreted
     from .wkv6.triton_fwd import chunk_states_fwd
 
@@ -172,7 +211,7 @@ def run(arch: int, head_sizes, dtype_names, chunks, lengths, workers: int, as_js
         print("kernels.compile_check: kernels were decorated for the interpreter: unset "
               "TRITON_INTERPRET and rerun", file=sys.stderr)
         return 2
-    _JOBS[:] = jobs_for(arch, head_sizes, dtype_names, chunks, lengths)
+    _JOBS[:] = jobs_for(arch, head_sizes, dtype_names, chunks, lengths, families)
     failed = 0
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as pool:
         for line in pool.map(compile_one, range(len(_JOBS))):
@@ -197,11 +236,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="WKV6 chunk sizes (the trainer launches 64)")
     parser.add_argument("--lengths", type=int, nargs="+", default=list(LENGTHS),
                         help="sequence lengths T: a multiple of 16, another, and 1 (decoding)")
+    parser.add_argument("--kernels", nargs="+", choices=FAMILIES, default=list(FAMILIES),
+                        help="kernel families: WKV6, WKV7, fused cross-entropy")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel compiles")
     parser.add_argument("--json", action="store_true", help="one JSON object per variant")
     args = parser.parse_args(argv)
     return run(args.arch, args.head_sizes, args.dtypes, args.chunk_sizes, args.lengths, args.jobs,
-               args.json)
+               args.json, tuple(args.kernels))
 
 
 if __name__ == "__main__":

@@ -126,3 +126,17 @@ def test_train_part_data_helper_keeps_its_signature():
 
     from pipeline_helpers import make_data_dir
     assert {"docs_per_shard", "val_docs"} <= set(inspect.signature(make_data_dir).parameters)
+
+
+def test_smoke_wkv7_part_times_triton_and_torch_without_fla(tmp_path, monkeypatch):
+    monkeypatch.setattr(parts, "fla_chunk_rwkv7", lambda: None)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    lines = []
+    monkeypatch.setattr(parts, "emit", lambda **row: lines.append(row))
+    parts.part_wkv7("cpu", smoke=True)
+    timed = {r["wkv7_impl"]: r["ms"] for r in lines if "wkv7_impl" in r}
+    assert timed["triton"] > 0 and timed["torch chunked"] > 0 and timed["fla chunk_rwkv7"] is None
+    check = next(r for r in lines if "wkv7_check" in r)
+    assert check["max_scaled_grad_diff"] < 1e-4
+    text = "\n".join(gpu_check.summarize([{"record": "env"}, *lines], judge=False))
+    assert "WKV7: Triton" in text and "torch chunked" in text

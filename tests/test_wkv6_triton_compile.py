@@ -31,7 +31,8 @@ def test_bf16_variants_compile_for_sm90_without_spills(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.update(TRITON_DEFAULT_FP_FUSION="1", TRITON_CACHE_DIR=str(tmp_path))
     args = ["--arch", "90", "--json", "--head-sizes", "64", "128", "--dtypes", "bf16",
-            "--lengths", "4096"]  # the training launches; the full check adds T=1000 and T=1
+            "--lengths", "4096", "--kernels", "wkv6", "ce"]  # the training launches; the full check
+    # adds T=1000 and T=1 (and WKV7: test_wkv7_triton_compile.py)
     out = subprocess.run([sys.executable, "-m", "kernels.compile_check", *args],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -1,18 +1,16 @@
-"""WKV7 (RWKV-7's generalized delta rule): one entry point; naive reference and chunked torch."""
+"""WKV7 (RWKV-7's generalized delta rule): one entry point; naive reference, chunked torch and
+Triton backends."""
 from __future__ import annotations
 
 import torch
 
-from ..triton_runtime import warn_once
+from ..triton_runtime import TritonUnavailable, import_triton, warn_once
 from ..wkv6 import BACKENDS, default_backend
 from .chunked_torch import wkv7_chunked
 from .naive import wkv7_naive
+from .triton_plan import triton_supports
 
 NAMES = ("r", "w", "k", "v", "a", "b")
-
-
-class TritonNotBuilt(NotImplementedError):
-    """backend="triton" for WKV7: the kernels do not exist yet."""
 
 
 def _check(tensors: dict, state) -> None:
@@ -36,20 +34,36 @@ def _check(tensors: dict, state) -> None:
                              "r, w, k, v, a and b must share one dtype (state may differ)")
 
 
-def _pick(backend: str | None) -> str:
-    """naive | torch. An explicit backend="triton" is an error; a configured default of triton
-    (meant for wkv6) runs torch, said once."""
+def _pick(backend: str | None, device: torch.device) -> str:
+    """naive | torch | triton: an explicit backend wins, else the shared WKV default; auto runs
+    Triton on CUDA tensors and torch elsewhere."""
     if backend is not None and backend not in BACKENDS:
         raise ValueError(f"wkv7: unknown backend {backend!r} (backend=); expected one of "
                          f"{', '.join(BACKENDS)}")
-    if backend == "triton":
-        raise TritonNotBuilt("wkv7: the Triton backend is not built yet; "
-                             "use backend='torch' (chunked) or 'naive'")
     choice = default_backend() if backend is None else backend
-    if choice == "triton":
-        warn_once("wkv7: the default WKV backend is triton, which wkv7 does not have yet; "
-                  "using the torch backend")
-    return "naive" if choice == "naive" else "torch"
+    if choice == "auto":
+        return "triton" if device.type == "cuda" else "torch"
+    return choice
+
+
+def _run_triton(args, state, explicit: bool):
+    """Triton when it can take these inputs; otherwise torch, after saying why once."""
+    r = args[0]
+    reason = triton_supports(r.shape[-1], r.dtype)
+    if reason is None and r.shape[1] == 0:
+        reason = "empty sequence (T=0)"
+    if reason is not None:
+        warn_once(f"wkv7: the Triton backend does not take {reason}; using the torch backend")
+        return wkv7_chunked(*args, state)
+    try:
+        import_triton()
+        from .triton_autograd import wkv7_triton
+        return wkv7_triton(*args, state)
+    except TritonUnavailable as err:  # raised before any work: nothing half-done is hidden
+        if explicit:
+            raise
+        warn_once(f"wkv7: {err}; using the torch backend")
+        return wkv7_chunked(*args, state)
 
 
 def wkv7(r: torch.Tensor, w: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tensor,
@@ -60,15 +74,20 @@ def wkv7(r: torch.Tensor, w: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: 
 
     (row vectors over K, S [K, V] with V = K; y reads the state after the update; scale 1).
     r, w, k, v, a, b [B, T, H, K]; state [B, H, K, K] fp32 or None (zeros). Returns y in r's dtype
-    and the final state in fp32. `backend`: auto | torch | naive; None takes the shared WKV
-    default (`kernels.set_wkv_backend`, then GOLDFINCH_WKV_BACKEND, then auto). auto runs torch
-    everywhere until a Triton WKV7 exists; backend="triton" raises `TritonNotBuilt`.
+    and the final state in fp32. `backend`: auto (Triton for CUDA tensors, torch otherwise) |
+    torch | naive | triton (CUDA, or CPU under TRITON_INTERPRET=1); None takes the shared WKV
+    default (`kernels.set_wkv_backend`, then GOLDFINCH_WKV_BACKEND, then auto). Head sizes or
+    dtypes the Triton kernels lack fall back to torch with a one-time warning. The Triton path
+    floors each step's log-decay -exp(w) at -4 (w <= log 4; RWKV-7's w stays below -0.5).
     """
     tensors = dict(zip(NAMES, (r, w, k, v, a, b)))
     _check(tensors, state)
-    if _pick(backend) == "naive":
+    choice = _pick(backend, r.device)
+    if choice == "naive":
         return wkv7_naive(r, w, k, v, a, b, state)
+    if choice == "triton":
+        return _run_triton((r, w, k, v, a, b), state, explicit=choice == "triton")
     return wkv7_chunked(r, w, k, v, a, b, state)
 
 
-__all__ = ["wkv7", "wkv7_chunked", "wkv7_naive", "TritonNotBuilt"]
+__all__ = ["wkv7", "wkv7_chunked", "wkv7_naive"]

@@ -1,0 +1,96 @@
+"""WKV7 backward in Triton: one program per (value tile, batch x head) walks the chunks backwards.
+
+It carries dS, the gradient of the state leaving the chunk, reads the state S entering it (stored
+by a recomputing forward pass), rebuilds the chunk's WY pieces and runs the chunk backwards:
+    S' = e^{gc} (S + b̃^T u + k̃^T v);  with dS_o = e^{gc} dS:
+    du = A_rb^T dy + b̃ dS_o,   drhs = (I - A_ab)^{-T} du                      (rhs = ã S + A_ak v)
+    dv = A_rk^T dy + k̃ dS_o + A_ak^T drhs                   (complete: v's channels are the tile's)
+    dr̃ = dy S^T + dA_rb b̃ + dA_rk k̃,   dã = drhs S^T + dA_ab b̃ + dA_ak k̃
+    db̃ = dA_ab^T ã + dA_rb^T r̃ + u dS_o^T,   dk̃ = dA_ak^T ã + dA_rk^T r̃ + v dS_o^T
+    dS <- dS_o + r̃^T dy + ã^T drhs
+with dA_rb = tril(dy u^T), dA_rk = tril(dy v^T), dA_ab = stril(drhs u^T), dA_ak = stril(drhs v^T).
+The key-side gradients (dr, dw, dk, da, db) sum over value channels, so each tile writes its own
+fp32 partials ([5, NV, B, T, H, K]: r, w, k, a, b) and the caller adds them. The decay enters
+only through g, gp and gc; dL/dld_j = sum_{t>=j} dg_t + sum_{t>j} dgp_t + dgc, and
+dw = dL/dld * ld (ld = -exp(w); zero where the floor binds).
+"""
+import triton
+import triton.language as tl
+
+from ..wkv6.triton_tiles import mm
+from .triton_chunk import chunk_factors, load_rows, pair_matrices, unit_lower_inverse
+
+
+@triton.jit
+def wkv7_bwd_kernel(r_ptr, w_ptr, k_ptr, v_ptr, a_ptr, b_ptr, dy_ptr, states_ptr, dfinal_ptr,
+                    dv_ptr, part_ptr, ds0_ptr, T, H, stride_tile,
+                    K: tl.constexpr, BV: tl.constexpr, C: tl.constexpr, PREC: tl.constexpr,
+                    LD_MIN: tl.constexpr, HAS_DFINAL: tl.constexpr):
+    """dv and the key-side partials for one value tile of one head, and its initial-state grad."""
+    pv, bh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
+    b_idx, h = bh // H, bh % H
+    n_chunks = tl.cdiv(T, C)
+    ck = tl.arange(0, K)
+    cv = pv * BV + tl.arange(0, BV)
+    rows = tl.arange(0, C)
+    stride_part = stride_tile.to(tl.int64) * (K // BV)
+    strict = rows[:, None] > rows[None, :]
+    incl = rows[:, None] >= rows[None, :]
+    base = (b_idx * T * H + h) * K
+    block = ck[:, None] * K + cv[None, :]
+    part_base = part_ptr + pv * stride_tile
+    if HAS_DFINAL:
+        ds = tl.load(dfinal_ptr + bh * K * K + block).to(tl.float32)
+    else:
+        ds = tl.zeros((K, BV), dtype=tl.float32)
+    for m in range(n_chunks):
+        n = n_chunks - 1 - m
+        s = tl.load(states_ptr + (bh * n_chunks + n) * K * K + block)
+        t = n * C + rows
+        valid = (t < T)[:, None]
+        r = load_rows(r_ptr, base, t, valid, ck, H * K)
+        w = load_rows(w_ptr, base, t, valid, ck, H * K)
+        k = load_rows(k_ptr, base, t, valid, ck, H * K)
+        a = load_rows(a_ptr, base, t, valid, ck, H * K)
+        b = load_rows(b_ptr, base, t, valid, ck, H * K)
+        v = load_rows(v_ptr, base, t, valid, cv, H * K)
+        dy = load_rows(dy_ptr, base, t, valid, cv, H * K)
+        rt, at, bt, kt, decay, g, ld = chunk_factors(r, w, k, a, b, valid, LD_MIN)
+        a_ab, a_ak, a_rb, a_rk = pair_matrices(rt, at, bt, kt, C, PREC)
+        inv = unit_lower_inverse(a_ab, C)
+        u = mm(inv, mm(at, s, PREC) + mm(a_ak, v, PREC), "ieee")
+        ds_out = decay[:, None] * ds  # b̂^T u = (b̃^T u) e^{gc}: the gradient b̃ sees
+        drhs = mm(tl.trans(inv), mm(tl.trans(a_rb), dy, PREC) + mm(bt, ds_out, PREC), "ieee")
+        dv = mm(tl.trans(a_rk), dy, PREC) + mm(kt, ds_out, PREC) + mm(tl.trans(a_ak), drhs, PREC)
+        tl.store(dv_ptr + base + t[:, None] * (H * K) + cv[None, :],
+                 dv.to(dv_ptr.dtype.element_ty), mask=valid)
+        d_rb = tl.where(incl, mm(dy, tl.trans(u), PREC), 0.0)
+        d_rk = tl.where(incl, mm(dy, tl.trans(v), PREC), 0.0)
+        d_ab = tl.where(strict, mm(drhs, tl.trans(u), PREC), 0.0)
+        d_ak = tl.where(strict, mm(drhs, tl.trans(v), PREC), 0.0)
+        offs = part_base + base + t[:, None] * (H * K) + ck[None, :]
+        # each scaled row's gradient goes out at once times its factor; dg, dgp and dgc gather
+        # the decay's share (module docstring) so that few [C, K] tiles are alive together
+        grad = mm(dy, tl.trans(s), PREC) + mm(d_rb, bt, PREC) + mm(d_rk, kt, PREC)   # r̃
+        tl.store(offs, grad * tl.exp(g), mask=valid)
+        dg = grad * rt
+        grad = mm(drhs, tl.trans(s), PREC) + mm(d_ab, bt, PREC) + mm(d_ak, kt, PREC)  # ã
+        tl.store(offs + 3 * stride_part, grad * tl.exp(g - ld), mask=valid)
+        dgp = grad * at
+        dgc = tl.sum(ds_out * s, 1)
+        grad = mm(tl.trans(d_ab), at, PREC) + mm(tl.trans(d_rb), rt, PREC)          # b̃, b̂
+        out = mm(u, tl.trans(ds_out), PREC)
+        dgc += tl.sum(out * bt, 0)
+        grad += out
+        tl.store(offs + 4 * stride_part, grad * tl.exp(-g), mask=valid)
+        dg -= grad * bt
+        grad = mm(tl.trans(d_ak), at, PREC) + mm(tl.trans(d_rk), rt, PREC)          # k̃, k̂
+        out = mm(v, tl.trans(ds_out), PREC)
+        dgc += tl.sum(out * kt, 0)
+        grad += out
+        tl.store(offs + 2 * stride_part, grad * tl.exp(-g), mask=valid)
+        dg -= grad * kt
+        dld = tl.cumsum(dg + dgp, 0, reverse=True) - dgp + dgc[None, :]
+        tl.store(offs + stride_part, tl.where(-tl.exp(w) > LD_MIN, dld * ld, 0.0), mask=valid)
+        ds = ds_out + mm(tl.trans(rt), dy, PREC) + mm(tl.trans(at), drhs, PREC)
+    tl.store(ds0_ptr + bh * K * K + block, ds)
