@@ -31,10 +31,11 @@ def save_exported(state_dict: dict[str, torch.Tensor], cfg: ModelConfig, out_dir
         size = int.from_bytes(fh.read(8), "little")
         header = json.loads(fh.read(size))
         meta = header.pop("__metadata__", None)
-        ordered = ({"__metadata__": dict(sorted(meta.items()))} if meta else {}) | dict(sorted(header.items()))
+        ordered = {"__metadata__": dict(sorted(meta.items()))} if meta else {}
+        ordered.update(sorted(header.items()))
         text = json.dumps(ordered, separators=(",", ":")).encode()
         if len(text) > size:
-            raise ValueError(f"{out / WEIGHTS}: the sorted safetensors header grew ({len(text)} > {size} bytes)")
+            raise ValueError(f"{out / WEIGHTS}: the sorted header grew ({len(text)} > {size} bytes)")
         fh.seek(8)
         fh.write(text.ljust(size, b" "))  # safetensors pads its header with spaces too
     (out / CONFIG).write_text(json.dumps(asdict(cfg), indent=1, sort_keys=True) + "\n")

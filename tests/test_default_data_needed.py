@@ -2,7 +2,6 @@
 resolved as the trainer resolves it, from a YAML file, overrides and data.mix."""
 import pytest
 
-from pipeline.data import default_needed
 from pipeline.data.default_needed import main, needed
 
 MIX = "data.mix=[{{path: {a}, weight: 1}}, {{path: {b}, weight: 2}}]"
@@ -53,9 +52,3 @@ def test_the_command_line_prints_yes_or_no_and_refuses_a_bad_key(capsys):
     assert "data.pth" in capsys.readouterr().err
     assert main(["train", "--config", "missing.yaml"]) == 2
     assert "missing.yaml" in capsys.readouterr().err
-
-
-def test_default_is_the_trainers_default():
-    from pipeline.config import DEFAULT_DATA_PATH
-
-    assert default_needed.DEFAULT == DEFAULT_DATA_PATH

@@ -13,14 +13,14 @@ import argparse
 import sys
 from pathlib import Path
 
-DEFAULT = "data/default"
+from pipeline.config import DEFAULT_DATA_PATH
 
 
-def is_default(path: str, default: str = DEFAULT) -> bool:
-    """The same local dir as `default` (relative to the repo root, where make runs)."""
+def is_default(path: str) -> bool:
+    """The same local dir as data/default (relative to the repo root, where make runs)."""
     if not path or "://" in path:
         return False
-    return Path(path).resolve() == Path(default).resolve()
+    return Path(path).resolve() == Path(DEFAULT_DATA_PATH).resolve()
 
 
 def train_paths(config: str | None, overrides: list[str]) -> list[str]:
@@ -38,9 +38,9 @@ def compare_paths(config: str | None, overrides: list[str]) -> list[str]:
     return [load_config(config, overrides).data]
 
 
-def needed(command: str, config: str | None, overrides: list[str], default: str = DEFAULT) -> bool:
+def needed(command: str, config: str | None, overrides: list[str]) -> bool:
     paths = (train_paths if command == "train" else compare_paths)(config, overrides)
-    return any(is_default(p, default) for p in paths)
+    return any(is_default(p) for p in paths)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,8 @@ def buffer_name(rank: int, env=os.environ) -> str:
 
 def created_by_deepspeed(backend: str, env=os.environ) -> bool:
     """DeepSpeed's CPU accelerator (gloo) makes them when every rank is local (shm_interface.cpp)."""
-    return backend == "gloo" and bool(env.get("LOCAL_SIZE")) and env.get("LOCAL_SIZE") == env.get("WORLD_SIZE")
+    local = env.get("LOCAL_SIZE")
+    return backend == "gloo" and bool(local) and local == env.get("WORLD_SIZE")
 
 
 def ledger_dir() -> Path:
@@ -81,7 +82,8 @@ def remove_stale(keep_port: int | None = None) -> list[str]:
     if not ledger_dir().is_dir():
         return []
     entries = [p for p in ledger_dir().iterdir() if p.name.startswith(f"{PREFIX}_{os.getuid()}_")]
-    stale = [p for p in entries if port_of(p.name) not in (None, keep_port) and not port_in_use(port_of(p.name))]
+    stale = [p for p in entries
+             if port_of(p.name) not in (None, keep_port) and not port_in_use(port_of(p.name))]
     if not stale:
         return []
     mapped = mapped_names()
