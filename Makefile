@@ -18,8 +18,14 @@ STAMP := $(VENV)/.installed
 # ARGS are split into words and unquoted as a shell would, but with brace expansion and globbing
 # off, so `freeze.phases=[{until_step:8,train:[gold]},{train:[all]}]` reaches Python as typed.
 LITERAL := set -f +B;
-# the default data dir, built on demand by `make train` / `make compare` with no ARGS of theirs
+# the default data dir, built on demand (with no ARGS of theirs) by `make train` / `make compare`
+# when it is missing and the run reads it: data.path or a data.mix source of CONFIG + ARGS
 DEFAULT_DATA := data/default/manifest.json
+# $(call default-data,train|compare,--config FILE): `make data` if DEFAULT_DATA is missing and read
+define default-data
++@test -f $(DEFAULT_DATA) || { need=$$($(LITERAL) $(PY) -m pipeline.data.default_needed $(1) $(2) $(ARGS)) \
+	|| exit $$?; [ "$$need" = no ] || $(MAKE) --no-print-directory data ARGS=; }
+endef
 # TORCH_SPEC is pip arguments (a requirement, then options such as --index-url): split on
 # whitespace only, never through a shell, so `torch>=2.4` is not a redirect.
 export TORCH_SPEC
@@ -48,14 +54,14 @@ data: setup  ## build data/default from the Python standard library (ARGS="key=v
 	$(LITERAL) $(PY) -m data_prep $(ARGS)
 
 train: setup  ## the default tiny GoldFinch run (CONFIG=, ARGS=, NPROC=; several nodes: NNODES= NODE_RANK= MASTER_ADDR= MASTER_PORT= or HOSTFILE=, see launch/train.sh)
-	@test -f $(DEFAULT_DATA) || $(MAKE) --no-print-directory data ARGS=
+	$(call default-data,train,$(if $(CONFIG),--config $(CONFIG)))
 	$(LITERAL) NPROC=$(NPROC) CONFIG=$(CONFIG) bash launch/train.sh $(ARGS)
 
 eval: setup  ## lm-evaluation-harness on a run (ARGS="--run runs/<name> --tasks lambada_openai,piqa [--step N] [--limit N]")
 	$(LITERAL) $(PY) -m pipeline.lm_eval $(ARGS)
 
 compare: setup  ## GoldFinch vs Finch vs Llama on the same data and tokens -> docs/RESULTS.md (COMPARE_STEPS=, ARGS=)
-	@test -f $(DEFAULT_DATA) || $(MAKE) --no-print-directory data ARGS=
+	$(call default-data,compare)
 	$(LITERAL) COMPARE_STEPS=$(COMPARE_STEPS) $(PY) -m pipeline.compare $(ARGS)
 
 bench: setup  ## benchmarks that print side-by-side ratios (results: docs/BENCHMARKS.md)

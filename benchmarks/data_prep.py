@@ -4,8 +4,10 @@ Both sides use the same tokenizer (trained once here on the corpus, or --tokeniz
 tokenizer.json, or rwkv-world for the RWKV World vocabulary through pyrwkv-tokenizer) and the same
 documents (the default input, this Python's standard library, unless --input). The data_prep time
 is the wall time of the command in a fresh output dir: interpreter start, scan, Ray start-up,
-tokenizing, writing shards and manifest, Ray shutdown. The baseline is `encode_batch` over the
-already-loaded texts in one process (the package's own batch encode), timed alone, with one
+tokenizing, writing shards and manifest, Ray shutdown. It runs once per executor, side by side:
+`data.executor=local` (every task in the driver process) and `data.executor=ray`; the line for
+`auto` says which of the two the default picks for this input. The baseline is `encode_batch` over
+the already-loaded texts in one process (the package's own batch encode), timed alone, with one
 tokenizer thread and with all of them.
 Goal on a 2-core box: data_prep <= 0.8x the one-process baseline.
 
@@ -67,13 +69,17 @@ def baseline(input_spec: str | None, tokenizer: str, threads: int | None) -> tup
     return float(out[0]), int(out[1])
 
 
-def pipeline(input_spec: str | None, tokenizer: str, out: Path) -> tuple[float, str]:
-    args = [sys.executable, "-m", "data_prep", f"data.output={out}", f"data.tokenizer={tokenizer}"]
+def pipeline(input_spec: str | None, tokenizer: str, out: Path, executor: str) -> tuple[float, str]:
+    args = [sys.executable, "-m", "data_prep", f"data.output={out}", f"data.tokenizer={tokenizer}",
+            f"data.executor={executor}"]
     if input_spec:
         args.append(f"data.input={input_spec}")
     t0 = time.perf_counter()
     done = subprocess.run(args, cwd=ROOT, check=True, capture_output=True, text=True)
     return time.perf_counter() - t0, done.stdout.strip().splitlines()[-1]
+
+
+EXECUTORS = ("local", "ray")
 
 
 def main() -> None:
@@ -89,20 +95,37 @@ def main() -> None:
             train_once(args.input, Path(tokenizer))
             print(f"tokenizer trained once for both sides in {time.perf_counter() - t0:.1f} s")
         load_before = os.getloadavg()[0]
-        ones, everys, runs = [], [], []
+        ones, everys, runs = [], [], {kind: [] for kind in EXECUTORS}
         for i in range(args.repeats):  # interleaved, so a busy spell on the box hits every side
             ones.append(baseline(args.input, tokenizer, 1))
             everys.append(baseline(args.input, tokenizer, None))
-            runs.append(pipeline(args.input, tokenizer, Path(tmp) / f"out{i}"))
-        one, every, (wall, line) = min(ones), min(everys), min(runs)
+            for kind in EXECUTORS:
+                runs[kind].append(pipeline(args.input, tokenizer, Path(tmp) / f"{kind}{i}", kind))
+        one, every = min(ones), min(everys)
+        walls = {kind: min(runs[kind])[0] for kind in EXECUTORS}
+    report(args, one, every, walls, runs["local"][0][1], load_before)
+
+
+def report(args, one, every, walls: dict[str, float], line: str, load_before: float) -> None:
+    from data_prep.config import DataConfig
+    from data_prep.executor import choose
+    from data_prep.sources import find_corpus
+
+    nbytes = find_corpus(args.input).nbytes
+    cpus = os.cpu_count()
     print(line)
-    print(f"tokenizer: {args.tokenizer or 'a BPE trained here'}; cpus: {os.cpu_count()}, tokens: {one[1]:,}, best of {args.repeats}, "
+    print(f"tokenizer: {args.tokenizer or 'a BPE trained here'}; cpus: {cpus}, input: {nbytes / 1e6:.1f} MB, "
+          f"tokens: {one[1]:,}, best of {args.repeats}, "
           f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
-    print(f"one process, encode_batch, 1 thread:          {one[0]:7.2f} s")
-    print(f"one process, encode_batch, {os.cpu_count()} threads:         {every[0]:7.2f} s")
-    print(f"python -m data_prep (whole path, Ray):        {wall:7.2f} s")
-    print(f"ratio data_prep / one process (1 thread):     {wall / one[0]:7.2f}x  (goal <= 0.8x)")
-    print(f"ratio data_prep / one process (all threads):  {wall / every[0]:7.2f}x")
+    print(f"one process, encode_batch, 1 thread:   {one[0]:7.2f} s")
+    print(f"one process, encode_batch, {cpus} threads:  {every[0]:7.2f} s")
+    print(f"{'':38} {'local':>8} {'ray':>8}")
+    print(f"python -m data_prep (whole path), s:   {walls['local']:8.2f} {walls['ray']:8.2f}")
+    print(f"ratio to 1 thread (goal <= 0.8x):      {walls['local'] / one[0]:7.2f}x {walls['ray'] / one[0]:7.2f}x")
+    print(f"ratio to {cpus} threads:                   {walls['local'] / every[0]:7.2f}x {walls['ray'] / every[0]:7.2f}x")
+    picked = choose("auto", nbytes, DataConfig().auto_local_bytes, os.environ)
+    print(f"data.executor=auto picks {picked} for this input (local below "
+          f"{DataConfig().auto_local_bytes / 1e6:.0f} MB of input unless RAY_ADDRESS is set)")
 
 
 if __name__ == "__main__":

@@ -18,8 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     keys = "\n".join(f"  data.{f.name}={getattr(DataConfig(), f.name)}" for f in fields(DataConfig))
     parser = argparse.ArgumentParser(
         prog="python -m data_prep", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Tokenize a text corpus with Ray and shard it into WebDataset tars.",
-        epilog=f"config keys and defaults:\n{keys}\n\nRAY_ADDRESS=host:port joins a Ray cluster.")
+        description="Tokenize a text corpus (in this process or with Ray) and shard it into WebDataset tars.",
+        epilog=f"config keys and defaults:\n{keys}\n\ndata.executor=auto: this process below "
+               "data.auto_local_bytes of input, Ray above it.\nRAY_ADDRESS=host:port joins a Ray cluster "
+               "(auto then always uses Ray).")
     parser.add_argument("--config", help="YAML file with a `data:` section")
     parser.add_argument("overrides", nargs="*", help="OmegaConf dotlist, e.g. data.vocab_size=4096")
     args = parser.parse_args(argv)

@@ -12,10 +12,10 @@ from typing import Optional
 from .errors import UserError
 
 INVALID_UTF8_POLICIES = ("replace", "skip")
-EXECUTORS = ("ray", "local")
+EXECUTORS = ("auto", "ray", "local")
 # keys that change how a run goes, never what it writes: left out of the manifest and of the
 # "same config as the existing output" check
-RUN_ONLY_KEYS = ("output", "overwrite", "num_cpus", "executor", "tokenizer")
+RUN_ONLY_KEYS = ("output", "overwrite", "num_cpus", "executor", "auto_local_bytes", "tokenizer")
 
 
 @dataclass
@@ -35,7 +35,10 @@ class DataConfig:
     seed: int = 0  # salt of the train/val hash and the tokenizer sample order
     overwrite: bool = False  # rebuild an output dir that was made with another config
     num_cpus: Optional[int] = None  # local Ray CPUs; unset = all (ignored with RAY_ADDRESS)
-    executor: str = "ray"  # ray | local (one process, the plain reference path)
+    executor: str = "auto"  # auto | ray | local (one process, the plain reference path)
+    # auto: local below this many input bytes, Ray above it or whenever RAY_ADDRESS names a
+    # cluster (on 2 cores local won at every size measured, up to 130 MB: docs/BENCHMARKS.md)
+    auto_local_bytes: int = 256_000_000
 
 
 @dataclass
@@ -57,7 +60,7 @@ def check(cfg: DataConfig) -> None:
         raise bad("vocab_size", "must be at least 258 (256 bytes, the end-of-text token, one merge)")
     if not 0.0 <= cfg.val_fraction < 1.0:
         raise bad("val_fraction", "must be in [0, 1)")
-    for key in ("shard_bytes", "unit_bytes", "tokenizer_sample_bytes"):
+    for key in ("shard_bytes", "unit_bytes", "tokenizer_sample_bytes", "auto_local_bytes"):
         if getattr(cfg, key) <= 0:
             raise bad(key, "must be positive")
     if cfg.min_val_docs < 0:

@@ -169,5 +169,15 @@ def _get(ref):
         raise
 
 
+def choose(kind: str, input_bytes: int, auto_local_bytes: int, environ=os.environ) -> str:
+    """data.executor=auto: a small corpus is done in this process before a Ray instance would even
+    be up (seconds of start and shutdown); a large one, or a cluster to join, goes to Ray."""
+    if kind != "auto":
+        return kind
+    if environ.get("RAY_ADDRESS"):
+        return "ray"
+    return "local" if input_bytes < auto_local_bytes else "ray"
+
+
 def make_executor(kind: str, num_cpus: int | None, env: dict[str, str]):
     return LocalExecutor() if kind == "local" else RayExecutor(num_cpus, env)

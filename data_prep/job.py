@@ -26,7 +26,7 @@ from .build_task import STAGED_DIR, BuildSpec, build_unit, staged_name
 from .config import DataConfig, recorded
 from .dedup import find_duplicates, group_of, groups_for, partitions_for
 from .errors import UserError
-from .executor import make_executor
+from .executor import choose, make_executor
 from .plan import Plan, make_plan, unit_digest
 from .progress import Bar
 from .readers import ReadOptions
@@ -63,7 +63,8 @@ class Run:
         vocab, eot = (self.given.vocab_size, self.given.eot_id) if self.given else (0, -1)
         self.read = ReadOptions(cfg.text_field, cfg.on_invalid_utf8, vocab, eot)
         remote = is_remote(cfg.input) or is_remote(cfg.output)
-        self.executor = make_executor(cfg.executor, cfg.num_cpus, credential_env() if remote else {})
+        self.executor_kind = choose(cfg.executor, self.corpus.nbytes, cfg.auto_local_bytes)
+        self.executor = make_executor(self.executor_kind, cfg.num_cpus, credential_env() if remote else {})
         self.built_shards = 0
 
     def bar(self, desc: str, total: int, unit: str) -> Bar:
@@ -215,4 +216,4 @@ def summary(out: str, manifest: dict, job: Run, shards: int, seconds: float) -> 
             f"{t['bytes'] / 1e6:.1f} MB of text, vocab {manifest['tokenizer']['vocab_size']:,}, "
             f"skipped {t['skipped_documents']:,} ({_skip_summary(Counter(t['skipped']))}); "
             f"{len(job.units)} units, {job.built_shards} shards built, {shards - job.built_shards} "
-            f"verified and kept; {seconds:.1f} s")
+            f"verified and kept; executor {job.executor_kind}; {seconds:.1f} s")

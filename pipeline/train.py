@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from dataclasses import replace
@@ -22,6 +23,7 @@ from kernels import set_wkv_backend
 from model import build_model
 
 from .training import checkpointing, faults, freezing, phase_switch, run_guard
+from .records import run_status
 from .config import RunConfig, fit_to_world, parse_args, resolve_precision, to_yaml
 from .data.sources import TrainingData, open_sources
 from .data.data_loader import TokenStream
@@ -154,16 +156,17 @@ def train(cfg: RunConfig, data: TrainingData) -> None:
     metrics.truncate_after(step)
     tracker = Tracker(cfg.tracking, run_dir, enabled=dist.is_main)
     tags = run_tags(cfg, data, dist)  # collective: every rank takes part
-    tracker.start(t.run_name, OmegaConf.to_container(OmegaConf.structured(cfg)), tags)
-    if start.init_report and dist.is_main:
-        report_init(start.init_report, t.init_from, run_dir, tracker)
-    stop = StopRequest()
-    fpt = flops_per_token(engine.module, cfg.model)
-    peak = peak_flops(dist.device, t.peak_tflops)
-    tokens_per_step = t.micro_batch * t.grad_accum * dist.world * cfg.model.ctx_len
-    progress = Progress(t.max_steps, step, enabled=dist.is_main)
-    bad_in_a_row, status, state_bytes = 0, "FAILED", None
+    sigterm, stop, progress, status = run_status.SigtermRaises(), None, None, run_status.FAILED
     try:
+        tracker.start(t.run_name, OmegaConf.to_container(OmegaConf.structured(cfg)), tags)
+        if start.init_report and dist.is_main:
+            report_init(start.init_report, t.init_from, run_dir, tracker)
+        stop = StopRequest()
+        fpt = flops_per_token(engine.module, cfg.model)
+        peak = peak_flops(dist.device, t.peak_tflops)
+        tokens_per_step = t.micro_batch * t.grad_accum * dist.world * cfg.model.ctx_len
+        progress = Progress(t.max_steps, step, enabled=dist.is_main)
+        bad_in_a_row, state_bytes = 0, None
         while step < t.max_steps:
             if (want := freezing.phase_at(cfg.freeze, step)) != phase:
                 phase, state_bytes = want, None
@@ -218,21 +221,32 @@ def train(cfg: RunConfig, data: TrainingData) -> None:
                 if dist.is_main:
                     progress.write(f"stopped by signal {stop.signal or 'on another rank'} at step {step}; "
                                    f"checkpoint saved, re-run the same command to resume")
-                status = "KILLED"
+                status = run_status.KILLED
                 break
         else:
-            status = "FINISHED"
+            status = run_status.FINISHED
+        close_loop(progress, stop, loader, stream)
+        if dist.is_main and status == run_status.FINISHED:
+            finish_run(cfg, run_dir, metrics.read(), tracker)
+    except BaseException as err:
+        status = run_status.status_after(err)
+        close_loop(progress, stop, loader, stream)
+        raise
     finally:
-        progress.close()
-        stop.restore()
-        if loader:
-            loader.close()
-        stream.close()
-        if status != "FINISHED":
-            tracker.finish(status)
-    if dist.is_main and status == "FINISHED":
-        finish_run(cfg, run_dir, metrics.read(), tracker)
+        tracker.finish(status)  # a no-op once finish_run has closed the run
+        sigterm.restore()
     torch.distributed.barrier()
+
+
+def close_loop(progress, stop, loader, stream) -> None:
+    """Stop the progress bar, hand SIGTERM/SIGINT back, end the data threads (idempotent)."""
+    if progress:
+        progress.close()
+    if stop:
+        stop.restore()
+    if loader:
+        loader.close()
+    stream.close()
 
 
 def one_line(err: Exception) -> str:
@@ -255,6 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as err:
         print(f"pipeline.train: {err}", file=sys.stderr)
         return 1
+    except (run_status.Terminated, KeyboardInterrupt) as err:
+        signum = getattr(err, "signum", signal.SIGINT)
+        print(f"pipeline.train: stopped by signal {signum} outside the training steps; "
+              "re-run the same command to resume", file=sys.stderr)
+        return 128 + signum
     return 0
 
 

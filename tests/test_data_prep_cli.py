@@ -61,11 +61,11 @@ def test_killed_run_resumes_to_identical_output(tmp_path, where, request):
                     progress=False)
     assert len(reference["shards"]) >= 6
     out = str(tmp_path / "out") if where == "local" else f"{request.getfixturevalue('s3_bucket')}/data/out"
-    killed = cli(*common, f"data.output={out}", "data.num_cpus=2", env_extra={KILL_AFTER_ENV: "2"})
+    killed = cli(*common, f"data.output={out}", "data.executor=ray", "data.num_cpus=2", env_extra={KILL_AFTER_ENV: "2"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     if where == "local":
         assert not (Path(out) / "manifest.json").exists() and not list(Path(out).glob("*.tar"))
-    resumed = cli(*common, f"data.output={out}", "data.num_cpus=2")
+    resumed = cli(*common, f"data.output={out}", "data.executor=ray", "data.num_cpus=2")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert " 0 verified and kept" not in resumed.stdout  # what the killed run staged is kept
     got = Path(out) if where == "local" else _download(out, tmp_path / "got")
@@ -81,7 +81,7 @@ def test_input_and_output_on_object_storage_decode_back(tmp_path, s3_bucket):
     write_jsonl(tmp_path / "corpus" / "web.jsonl", [{"text": f"line {i} \u00e9\u65e5 " * (i + 2)} for i in range(40)])
     s3fs.S3FileSystem().put(str(tmp_path / "corpus"), f"{s3_bucket}/corpus", recursive=True)
     done = cli(f"data.input={s3_bucket}/corpus", f"data.output={s3_bucket}/data/default", "data.vocab_size=400",
-               "data.unit_bytes=2000", "data.shard_bytes=2000", "data.num_cpus=2")
+               "data.unit_bytes=2000", "data.shard_bytes=2000", "data.executor=ray", "data.num_cpus=2")
     assert done.returncode == 0, done.stderr[-2000:]
     got = _download(f"{s3_bucket}/data/default", tmp_path / "got")
     decode, samples = decoder(got), read_samples(got)

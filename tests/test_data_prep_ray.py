@@ -15,7 +15,7 @@ from data_prep_helpers import (decoder, make_text_corpus, read_samples, tree_byt
 
 def cfg_for(tmp: Path, out: str, *overrides: str):
     return load_config(None, [f"data.output={tmp / out}", "data.vocab_size=500", "data.shard_bytes=4000",
-                              "data.val_fraction=0.15", "data.unit_bytes=3000", *overrides])
+                              "data.val_fraction=0.15", "data.unit_bytes=3000", "data.executor=ray", *overrides])
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -66,3 +67,62 @@ def test_torch_spec_is_split_into_pip_arguments(tmp_path, spec, expected):
     assert calls[0] == ["-m", "pip", "install", "-q", *expected]
     assert calls[1] == ["-m", "pip", "install", "-q", "-e", ".[dev]"]
     assert not list(ROOT.glob("=*"))  # `>=2.4` was not a shell redirect
+
+
+def data_built(stdout: str) -> bool:
+    """Whether a `make -n` transcript runs the automatic `make data`."""
+    return any("-m data_prep" in ln for ln in stdout.splitlines())
+
+
+@pytest.mark.parametrize("args, config, expected", [
+    ("train.max_steps=3", None, True),
+    ("data.path=data/mine", None, False),
+    ("'data.mix=[{path: data/a, weight: 1}]'", None, False),
+    ("'data.mix=[{path: data/a, weight: 1},{path: data/default, weight: 1}]'", None, True),
+    ("", "data:\n  path: data/mine\n", False),
+])
+def test_train_builds_the_default_data_only_when_the_run_reads_it(tmp_path, args, config, expected):
+    extra = []
+    if config:
+        (tmp_path / "run.yaml").write_text(config)
+        extra.append(f"CONFIG={tmp_path / 'run.yaml'}")
+    proc = make("-n", "train", f"DEFAULT_DATA={tmp_path / 'missing.json'}", f"VENV={sys.prefix}",
+                f"ARGS={args}", *extra)
+    assert proc.returncode == 0, proc.stderr
+    assert data_built(proc.stdout) is expected
+    assert "launch/train.sh" in proc.stdout
+
+
+def test_compare_builds_the_default_data_only_when_it_reads_it(tmp_path):
+    missing = f"DEFAULT_DATA={tmp_path / 'missing.json'}"
+    assert data_built(make("-n", "compare", missing, f"VENV={sys.prefix}").stdout)
+    proc = make("-n", "compare", missing, f"VENV={sys.prefix}", "ARGS=data=data/mine")
+    assert proc.returncode == 0, proc.stderr
+    assert not data_built(proc.stdout)
+
+
+def test_a_bad_key_stops_make_train_before_any_data_is_built(tmp_path):
+    proc = make("-n", "train", f"DEFAULT_DATA={tmp_path / 'missing.json'}", f"VENV={sys.prefix}",
+                "ARGS=data.pth=data/mine")
+    assert proc.returncode != 0
+    assert "data.pth" in proc.stderr and not data_built(proc.stdout)
+
+
+@pytest.mark.slow
+def test_make_train_on_another_data_dir_leaves_no_default_data_in_a_fresh_copy(tmp_path):
+    from pipeline_helpers import TINY, make_data_dir
+
+    repo = tmp_path / "repo"
+    for name in ("launch", "pipeline", "model", "kernels", "data_prep", "configs"):
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy(ROOT / name, repo / name)
+    make_data_dir(tmp_path / "built")
+    stamp = tmp_path / "installed"
+    stamp.touch()  # newer than the copied pyproject.toml: `make setup` has nothing to do
+    args = " ".join([*TINY, f"data.path={tmp_path / 'built'}", "train.max_steps=1", "train.export=false"])
+    proc = make("train", f"VENV={sys.prefix}", f"STAMP={stamp}", f"ARGS={args}", cwd=repo,
+                env={"PY": sys.executable, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (repo / "runs" / "goldfinch-tiny" / "metrics.jsonl").is_file()
+    assert not (repo / "data").exists()

@@ -59,6 +59,7 @@ class Tracker:
         self.logged_up_to = 0  # the highest step already in the MLflow run
         self.on = enabled and cfg.enabled
         self.monitor = None  # MLflow's system metrics sampler (a thread)
+        self.ended = False  # set_terminated done: later finish() calls change nothing
 
     def _fail(self, what: str, err: Exception) -> None:
         warnings.warn(f"MLflow {what} failed ({type(err).__name__}: {err}); training goes on without "
@@ -154,12 +155,15 @@ class Tracker:
             self._fail("artifact upload", err)
 
     def finish(self, status: str = "FINISHED") -> None:
-        if not self.on:
+        """End the MLflow run as FINISHED, KILLED or FAILED; only the first call counts (a resume
+        reopens the run as RUNNING)."""
+        if not self.on or self.ended or self.run_id is None:
             return
         try:
             if self.monitor is not None:
                 self.monitor.finish()
                 self.monitor = None
             self.client.set_terminated(self.run_id, status=status)
+            self.ended = True
         except Exception as err:
             self._fail("finish", err)

@@ -28,8 +28,6 @@ def _free_port() -> int:
 
 def init_distributed() -> Dist:
     """Join (or, for a lone process, create) the process group; gloo on CPU, NCCL on GPUs."""
-    import deepspeed
-
     if "RANK" not in os.environ:  # plain `python -m pipeline.train`: a group of one
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=str(_free_port()))
@@ -40,8 +38,27 @@ def init_distributed() -> Dist:
     else:
         device, backend = torch.device("cpu"), "gloo"
     if not torch.distributed.is_initialized():
-        deepspeed.init_distributed(dist_backend=backend)
+        _init_without_leftovers(backend)
     return Dist(torch.distributed.get_rank(), torch.distributed.get_world_size(), local_rank, device)
+
+
+def _init_without_leftovers(backend: str) -> None:
+    """deepspeed.init_distributed, whose shared-memory all-reduce buffers (CPU, one node) are
+    unlinked once every rank has mapped them; stale ones of earlier runs go first."""
+    import deepspeed
+
+    from . import shm_buffers
+
+    port = os.environ.get("MASTER_PORT", "")
+    shm_buffers.remove_stale(int(port) if port.isdigit() else None)
+    if not shm_buffers.created_by_deepspeed(backend):
+        deepspeed.init_distributed(dist_backend=backend)
+        return
+    name = shm_buffers.buffer_name(int(os.environ["RANK"]))
+    shm_buffers.record(name)
+    deepspeed.init_distributed(dist_backend=backend)
+    torch.distributed.barrier()  # every rank has mapped every peer's buffer
+    shm_buffers.release(name)
 
 
 def all_mean(value: float, device: torch.device) -> float:

@@ -1,0 +1,68 @@
+"""Does this `make train` / `make compare` read the default data dir?
+
+    python -m pipeline.data.default_needed train [--config FILE] [key=value ...]   -> yes | no
+    python -m pipeline.data.default_needed compare [--config FILE] [key=value ...]
+
+The Makefile builds data/default only when the run reads it, so `make train ARGS="data.path=X"`
+never spends minutes tokenizing a corpus it will not use. The config is resolved exactly as the
+trainer (or pipeline.compare) resolves it; a bad config exits 2 with the trainer's one-line error.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipeline.config import DEFAULT_DATA_PATH
+
+
+def is_default(path: str) -> bool:
+    """The same local dir as data/default (relative to the repo root, where make runs)."""
+    if not path or "://" in path:
+        return False
+    return Path(path).resolve() == Path(DEFAULT_DATA_PATH).resolve()
+
+
+def train_paths(config: str | None, overrides: list[str]) -> list[str]:
+    """The data dirs a training run reads: every data.mix source, else data.path."""
+    from pipeline.config import load_run_config
+
+    data = load_run_config(config, overrides).data
+    return [m.path for m in data.mix] or [data.path]
+
+
+def compare_paths(config: str | None, overrides: list[str]) -> list[str]:
+    """pipeline.compare opens its `data` dir itself, whatever train_overrides say."""
+    from pipeline.compare import load_config
+
+    return [load_config(config, overrides).data]
+
+
+def needed(command: str, config: str | None, overrides: list[str]) -> bool:
+    paths = (train_paths if command == "train" else compare_paths)(config, overrides)
+    return any(is_default(p) for p in paths)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from omegaconf.errors import OmegaConfBaseException
+    from yaml import YAMLError
+
+    from pipeline.errors import PipelineError
+    from pipeline.train import one_line
+
+    parser = argparse.ArgumentParser(prog="python -m pipeline.data.default_needed",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=("train", "compare"))
+    parser.add_argument("--config", help="the YAML the command gets (make's CONFIG)")
+    parser.add_argument("overrides", nargs="*", help="the command's key=value overrides (make's ARGS)")
+    args = parser.parse_intermixed_args(argv)
+    try:
+        print("yes" if needed(args.command, args.config, args.overrides) else "no")
+    except (ValueError, FileNotFoundError, OmegaConfBaseException, PipelineError, YAMLError) as err:
+        print(f"make {args.command}: {one_line(err)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
