@@ -6,8 +6,6 @@ is WKV6 with a decay that does not change over time), GroupNorm of the output di
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,15 +17,12 @@ from .init_schedules import channel_ramp, ln_x_scale, orthogonal, ratios
 from .part import TimeMixer
 from .token_mixing import token_shift
 
-if TYPE_CHECKING:
-    from .config import ModelConfig
-
 
 class EagleTimeMix(TimeMixer):
     default_cmix = "x052"
     title, signature, ref_signature = "Eagle (RWKV-5)", ("att.time_mix_g",), "time_mix_g"
 
-    def __init__(self, cfg: ModelConfig, layer: int):
+    def __init__(self, cfg, layer: int):
         super().__init__()
         d, a = cfg.n_embd, cfg.att_width
         self.n_head, self.head_size, self.divisor = cfg.n_head, cfg.head_size, cfg.head_size_divisor

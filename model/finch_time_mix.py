@@ -1,8 +1,6 @@
 """Finch time mixes: RWKV-6 (the Finch baseline, `finch`) and Finch-C2 (GoldFinch's, `finch_c2`)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -12,9 +10,6 @@ from kernels import wkv6
 from .init_schedules import channel_ramp, ln_x_scale, orthogonal, ratios
 from .part import TimeMixer
 from .token_mixing import DDLerp, TanhLoRA
-
-if TYPE_CHECKING:
-    from .config import ModelConfig
 
 
 def lerp_amounts(dim: int, layer: int, n_layer: int, device) -> dict[str, torch.Tensor]:
@@ -54,7 +49,7 @@ class _FinchFamily(TimeMixer):
     slots: tuple[str, ...] = ()
     ref_slots: tuple[str, ...] = ()  # the reference's order of the same slots
 
-    def __init__(self, cfg: ModelConfig, layer: int):
+    def __init__(self, cfg, layer: int):
         super().__init__()
         d, a = cfg.n_embd, cfg.att_width
         self.n_head, self.head_size = cfg.n_head, cfg.head_size
@@ -112,7 +107,7 @@ class FinchTimeMix(_FinchFamily):
     linears = ("receptance", "key", "value", "gate", "output")
     title, signature, ref_signature = "RWKV-6", ("att.gate.weight", "att.mix.mu"), "time_maa_g"
 
-    def __init__(self, cfg: ModelConfig, layer: int):
+    def __init__(self, cfg, layer: int):
         super().__init__(cfg, layer)
         self.bonus = nn.Parameter(torch.empty(self.n_head, self.head_size))
         self.gate = nn.Linear(cfg.n_embd, cfg.att_width, bias=False)
@@ -148,7 +143,7 @@ class FinchC2TimeMix(_FinchFamily):
     linears = ("receptance", "key", "value", "output")
     title, signature, ref_signature = "Finch-C2", ("att.v2_lora.a",), "time_value2_w1"
 
-    def __init__(self, cfg: ModelConfig, layer: int):
+    def __init__(self, cfg, layer: int):
         super().__init__(cfg, layer)
         self.one_minus_w, self.use_v2 = cfg.c2_one_minus_w, cfg.c2_v2
         self.v2_lora = TanhLoRA(cfg.n_embd, cfg.decay_lora_rank, cfg.att_width)

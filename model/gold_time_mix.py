@@ -1,8 +1,6 @@
 """GOLD time mix: softmax attention whose keys and values come from the shared cache, not the stream."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
@@ -12,9 +10,6 @@ from .init_schedules import ln_x_scale, orthogonal
 from .part import TimeMixer
 from .rope import apply_rope
 from .token_mixing import DDLerp, TanhLoRA, token_shift
-
-if TYPE_CHECKING:
-    from .config import ModelConfig
 
 
 class GoldTimeMix(TimeMixer):
@@ -31,7 +26,7 @@ class GoldTimeMix(TimeMixer):
     family = "gold"
     title, signature, ref_signature = "GOLD", ("att.query.weight",), "time_maa_v_cache"
 
-    def __init__(self, cfg: ModelConfig, layer: int):
+    def __init__(self, cfg, layer: int):
         super().__init__()
         d, a = cfg.n_embd, cfg.att_width
         self.n_head, self.head_size, self.rope_theta = cfg.n_head, cfg.head_size, cfg.gold_rope_theta

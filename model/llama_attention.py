@@ -1,8 +1,6 @@
 """The paper's Llama attention: fused q/k/v, RoPE over adjacent pairs, a K/V cache for decoding."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
@@ -11,16 +9,13 @@ from .init_schedules import orthogonal
 from .part import TimeMixer
 from .rope import apply_rope
 
-if TYPE_CHECKING:
-    from .config import ModelConfig
-
 
 class LlamaAttention(TimeMixer):
     family = "attention"
     default_cmix = "swiglu"
     title, signature, ref_signature = "Llama", ("att.qkv.weight",), "wq.weight"
 
-    def __init__(self, cfg: ModelConfig, layer: int):
+    def __init__(self, cfg, layer: int):
         super().__init__()
         d, a = cfg.n_embd, cfg.att_width
         self.n_head, self.head_size, self.rope_theta = cfg.n_head, cfg.head_size, cfg.rope_theta

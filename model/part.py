@@ -4,7 +4,8 @@ A part initialises itself as its authors' code does (`reset_parameters`), names 
 their checkpoints (`ref_rules`, the converter's slot map) and, for time mixers, says how to tell
 it apart in a state dict (`signature`, `ref_signature`) and what sizes a state dict implies
 (`infer_fields`). The blocks, the initialiser and the converter ask the part; none of them
-knows the kinds.
+knows the kinds. Parts are built from the ModelConfig (`cfg`) but never import it: the config
+imports the registry to validate against it.
 """
 from __future__ import annotations
 

@@ -10,8 +10,6 @@ and shapes are RWKV-LM's, so its checkpoints map one to one.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,9 +19,6 @@ from kernels import wkv7
 from .init_schedules import channel_ramp, ln_x_scale, orthogonal, orthogonal_scaled, ratios
 from .part import TimeMixer
 from .token_mixing import token_shift
-
-if TYPE_CHECKING:
-    from .config import ModelConfig
 
 MIXES = ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g")
 # RWKV-LM's suggested LoRA widths: max(32, round(c·sqrt(C)/32)·32)
@@ -38,7 +33,7 @@ class RWKV7TimeMix(TimeMixer):
     default_cmix = "x070"
     title, signature, ref_signature = "RWKV-7", ("att.k_a",), "k_a"
 
-    def __init__(self, cfg: ModelConfig, layer: int):
+    def __init__(self, cfg, layer: int):
         super().__init__()
         c, self.layer = cfg.n_embd, layer
         self.n_head, self.head_size = cfg.n_head, cfg.head_size

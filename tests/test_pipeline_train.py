@@ -53,7 +53,7 @@ def test_tiny_run_learns_logs_checkpoints_and_exports(data):
 def test_zero_stages_give_the_same_losses_and_weights(data, plain_run):
     """Five steps under each ZeRO stage: the same losses while the model learns, and the same
     weights at the end (consolidated from each stage's own checkpoint layout)."""
-    from pipeline.export import consolidated_state_dict
+    from pipeline.runs import consolidated_state_dict
 
     losses = {stage: plain_run(stage) for stage in (0, 1, 2, 3)}
     assert losses[0][-1] < losses[0][0] - 0.1  # the steps changed the model: equality means something

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from model import LanguageModel, ModelConfig, build_model, load_exported
 
 from ..training import checkpointing
-from ..export import consolidated_state_dict, data_dir_of
+from ..runs import consolidated_state_dict, data_dir_of, model_config_of
 
 RUN_CONFIG = "config.yaml"
 
@@ -63,7 +63,7 @@ def load_from_run(run_dir: Path, step: int | None = None) -> LoadedModel:
     """Consolidated fp32 weights of a checkpoint (any ZeRO stage), loaded strictly."""
     run_cfg = read_run_config(run_dir)
     tag, found_step = checkpoint_tag(run_dir, step)
-    model_cfg = ModelConfig(**OmegaConf.to_container(run_cfg.model))
+    model_cfg = model_config_of(run_cfg)
     ckpt_dir = run_dir / "checkpoints"
     weights = consolidated_state_dict(ckpt_dir, tag, int(run_cfg.train.zero_stage))
     model = build_model(model_cfg)

@@ -25,7 +25,7 @@ from ..errors import PipelineError
 
 
 def _from_checkpoint(ckpt_dir: Path, tag: str) -> dict[str, torch.Tensor]:
-    from ..export import consolidated_state_dict
+    from ..runs import consolidated_state_dict
 
     run_cfg = OmegaConf.load(ckpt_dir.parent / "config.yaml")
     return consolidated_state_dict(ckpt_dir, tag, int(run_cfg.train.zero_stage))
