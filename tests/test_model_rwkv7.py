@@ -157,3 +157,13 @@ def test_pieces_with_state_equal_one_pass_and_prefill_is_exact(arch, kw):
     torch.testing.assert_close(torch.cat(pieces, 1), full, atol=2e-5, rtol=1e-4)
     torch.testing.assert_close(last[:, -1], full[:, -1], atol=2e-5, rtol=1e-4)
     assert state.seen == 45
+
+
+def test_unused_ln0_of_later_blocks_is_dropped_on_import(tmp_path, x070_pth):
+    """RWKV-LM's GPT-mode demo model gives every block an ln0 it never applies after block 0."""
+    _, sd = x070_pth
+    extra = dict(sd, **{f"blocks.{i}.ln0.{p}": torch.ones(64) * 7 for i in (1, 2) for p in ("weight", "bias")})
+    torch.save(extra, tmp_path / "demo.pth")
+    import_reference(tmp_path / "demo.pth", tmp_path / "m")
+    back = export_reference(tmp_path / "m", tmp_path / "back.pth")
+    assert list(back) == list(sd)  # the released layout: block 0's ln0 only

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import tempfile
 from pathlib import Path
 
@@ -62,11 +63,17 @@ def _check_keys(sd: dict[str, torch.Tensor], rules) -> None:
         raise ConvertError(f"{len(wrong)} shape mismatch(es): {'; '.join(wrong[:3])}")
 
 
+# RWKV-LM's GPT-mode demo models give every block an LN0 that only block 0 applies; the released
+# files hold block 0's alone. The others are dropped on import: no computation reads them.
+UNUSED_LN0 = re.compile(r"blocks\.([1-9]\d*)\.ln0\.(weight|bias)$")
+
+
 def from_reference(sd: dict[str, torch.Tensor], overrides: list[str] | None = None,
                    tensors_only: bool = False) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     """(our config, our state dict) for a reference state dict; dtypes are kept. With
     `tensors_only` (the caller wants the weights, not a model to run) variants whose tensors
     are alike are not asked about."""
+    sd = {k: v for k, v in sd.items() if not UNUSED_LN0.match(k)}
     cfg = infer_config(sd, overrides)
     rules = _rules(cfg)
     _check_keys(sd, rules)
