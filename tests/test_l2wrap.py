@@ -13,7 +13,9 @@ from test_fused_ce import problem, triton_rows  # noqa: F401  (fixture)
 
 class ReferenceL2Wrap(torch.autograd.Function):
     """As the reference: loss passes through; the backward adds max·1e-4/(B·T) at each position's
-    argmax, not multiplied by the incoming gradient."""
+    argmax. The GoldFinch reference returns that unscaled; RWKV-LM's corrected form (and ours)
+    multiplies it by the incoming gradient: the same at 1, and the tests at other scales check
+    the corrected form."""
 
     @staticmethod
     def forward(ctx, loss, y):
@@ -27,7 +29,7 @@ class ReferenceL2Wrap(torch.autograd.Function):
         maxx, ids = torch.max(y, -1, keepdim=True)
         gy = torch.zeros_like(y)
         gy.scatter_(-1, ids, maxx * factor)
-        return grad_output, gy
+        return grad_output, gy * grad_output
 
 
 def reference_grads(hidden, weight, targets, b, t, scale, ignore_index=-100):

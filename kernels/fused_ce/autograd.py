@@ -5,11 +5,11 @@ place into d(row loss)/d(logits), and the chunk's grad_h and its share of grad_W
 two matmuls. The backward scales the stored gradients by (incoming gradient) / n_valid in fp32,
 late, so that fp16 per-row gradients do not underflow before the sums.
 
-The L2Wrap logit penalty (the reference's, `l2wrap` > 0) adds l2wrap/N times each row's largest
-logit to that logit's gradient, unscaled by the incoming gradient as in the reference. The row
-function reports each row's max and argmax from the pass it already makes; the penalty's share of
-grad_h (a gather of head rows) is kept apart, and its share of grad_W is added in the backward
-from the saved hidden rows, so no extra pass over [N, V] logits is made.
+The L2Wrap logit penalty (`l2wrap` > 0; see l2wrap.py) adds l2wrap/N times each row's largest
+logit to that logit's gradient, scaled by the incoming gradient like the loss. The row function
+reports each row's max and argmax from the pass it already makes; the penalty's share of grad_h
+(a gather of head rows) is kept apart, and its share of grad_W is added in the backward from the
+saved hidden rows, so no extra pass over [N, V] logits is made.
 """
 from __future__ import annotations
 
@@ -71,11 +71,11 @@ class LinearCrossEntropy(torch.autograd.Function):
         factor = grad_loss.float() / n_valid.clamp(min=1)
         dh = None if grad_h is None else grad_h * factor
         if pen_h is not None:
-            dh = dh + pen_h
+            dh = dh + pen_h * grad_loss.to(pen_h.dtype)
         dw = None
         if grad_w is not None:
             dw = grad_w * factor
             if coef is not None:  # d(max·c)/dW[argmax] = c·h
-                dw.index_add_(0, row_arg, hidden.float() * coef[:, None])
+                dw.index_add_(0, row_arg, hidden.float() * (coef * grad_loss.float())[:, None])
             dw = dw.to(ctx.weight_dtype)
         return dh, dw, None, None, None, None, None, None, None

@@ -2,8 +2,12 @@
 
 The loss value is untouched; in the backward each position's largest logit gets
 l2wrap / (number of positions) times its own value added to its gradient, which pulls the top
-logit towards 0 and keeps logits from drifting up in bf16. As in the reference the penalty is not
-scaled by the incoming gradient (so gradient accumulation, which scales the loss, leaves it whole).
+logit towards 0 and keeps logits from drifting up in bf16. The penalty is scaled by the incoming
+gradient, as RWKV-LM's corrected L2Wrap does: at an incoming gradient of 1 (the reference's single
+GPU, no accumulation) it is the GoldFinch reference's exactly, and under gradient accumulation
+(which scales each micro-batch's loss) or several ranks the penalty per position stays the same,
+so 1 rank × 4 accumulation steps and 2 ranks × 2 train alike. The reference's unscaled form made
+the penalty grow with the accumulation steps.
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ class L2Wrap(torch.autograd.Function):
     def backward(ctx, grad_loss):
         top, where = ctx.saved_tensors
         grad = torch.zeros(ctx.shape, dtype=ctx.dtype, device=top.device)
-        grad.scatter_(-1, where, top * ctx.factor)
+        grad.scatter_(-1, where, top * (ctx.factor * grad_loss.to(top.dtype)))
         return grad_loss, grad, None
 
 
