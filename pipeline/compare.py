@@ -35,6 +35,7 @@ from model import build_model
 
 from .config import load_run_config
 from .data.data_loader import DataDir
+from .data.val_windows import ValWindows
 from .errors import PipelineError
 from .evaluate import evaluate, log_to_mlflow
 from .inference.run_loading import load_from_run, prefill_cache_bytes
@@ -188,8 +189,8 @@ def summarize(cfg: CompareConfig, arch: str, seed: int, wall_s: float, data: Dat
         log_to_mlflow(loaded, result)
     model = loaded.model
     model.cache_dtype = torch.bfloat16  # what the cache is reported in, whatever the run chose
-    stream = data.stream("val", 0, 1, cfg.cache_context, cfg.seed, False)
-    cache = prefill_cache_bytes(model, stream.next_batch(1)[:, :cfg.cache_context])
+    first = ValWindows(data, cfg.cache_context, 1).tokens(range(1))  # the first val window
+    cache = prefill_cache_bytes(model, torch.from_numpy(first)[:, :cfg.cache_context])
     return {
         "arch": arch, "seed": seed, "run": run_name(cfg, arch, seed), "params": model.num_params(),
         "step": loaded.step, "tokens": records[-1]["tokens"],

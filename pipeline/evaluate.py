@@ -3,10 +3,12 @@
     python -m pipeline.evaluate --run runs/<name> [--step N] [--data DIR] [--batches N] [--log-mlflow]
     python -m pipeline.evaluate --model DIR --data DIR [--batches N]
 
-Reads the val split the way the trainer's validation does (rank 0 of 1, unshuffled, seeded with
-train.seed, micro-batches of train.micro_batch windows of model.ctx_len + 1 tokens), so with the
-default --batches (train.val_batches) it reproduces the run's own val_loss; more batches give a
-steadier estimate. Deterministic: nothing is sampled. Prints one JSON object on stdout.
+Scores the windows the trainer's validation scores: the first --batches x the run's global batch
+windows of the val split in its fixed, unshuffled order (pipeline/data/val_windows.py), in
+micro-batches of train.micro_batch, as one mean over all their tokens. With the default --batches
+(train.val_batches) it reproduces the run's own val_loss, whatever number of ranks trained it;
+more batches give a steadier estimate. Deterministic: nothing is sampled. Prints one JSON object
+on stdout.
 """
 from __future__ import annotations
 
@@ -21,32 +23,54 @@ from pathlib import Path
 import torch
 
 from .data.data_loader import DataDir
+from .data.val_windows import ValWindows, summed_loss
 from .errors import PipelineError
 from .inference.run_loading import LoadedModel, add_source_args, check_vocab, load, run_data_path
 from .records.tracking import TrackingConfig, store_uris
+from .training import checkpointing
 
-DEFAULT_SEED, DEFAULT_BATCH, DEFAULT_BATCHES = 1337, 8, 8
+DEFAULT_BATCH, DEFAULT_BATCHES = 8, 8
 
 
 @dataclass
 class EvalPlan:
-    """Which windows to score: the same four numbers the trainer's validate() uses."""
+    """Which windows to score, and in what pieces: the numbers the trainer's validate() uses."""
     batches: int
+    global_batch: int
     micro_batch: int
     ctx_len: int
-    seed: int
+
+    @property
+    def windows(self) -> int:
+        return self.batches * self.global_batch
+
+
+def run_global_batch(loaded: LoadedModel) -> int | None:
+    """Windows per optimizer step of the run: train.global_batch, else micro-batch x accumulation
+    x the ranks that wrote the checkpoint (the run's newest one for its export)."""
+    if loaded.run_cfg is None:
+        return None
+    train = loaded.run_cfg.train
+    if train.get("global_batch"):
+        return int(train.global_batch)
+    tag_dir = loaded.source if loaded.step is not None else None
+    if tag_dir is None and loaded.run_dir is not None:
+        tag = checkpointing.find_resume_tag(loaded.run_dir / "checkpoints")
+        tag_dir = loaded.run_dir / "checkpoints" / tag if tag else None
+    ranks = checkpointing.saved_world(tag_dir) if tag_dir else 1
+    return int(train.micro_batch) * int(train.grad_accum) * max(1, ranks)
 
 
 def plan_for(loaded: LoadedModel, batches: int | None, micro_batch: int | None) -> EvalPlan:
-    """The run's own validation settings, overridable; defaults when there is no run config."""
+    """The run's own validation settings, overridable; defaults when there is no run config (a
+    batch is then one micro-batch, as for one rank without accumulation)."""
     check_counts(batches, micro_batch)
     train = loaded.run_cfg.train if loaded.run_cfg is not None else None
     if batches is None:
         batches = int(train.val_batches) if train and train.val_batches else DEFAULT_BATCHES
     if micro_batch is None:
         micro_batch = int(train.micro_batch) if train else DEFAULT_BATCH
-    return EvalPlan(batches, micro_batch, loaded.cfg.ctx_len,
-                    int(train.seed) if train else DEFAULT_SEED)
+    return EvalPlan(batches, run_global_batch(loaded) or micro_batch, micro_batch, loaded.cfg.ctx_len)
 
 
 def check_counts(batches: int | None, micro_batch: int | None) -> None:
@@ -57,15 +81,13 @@ def check_counts(batches: int | None, micro_batch: int | None) -> None:
 
 @torch.no_grad()
 def val_loss(model, data: DataDir, plan: EvalPlan) -> float:
-    """Mean over batches of each batch's mean next-token loss, in the model's training loss path."""
+    """Mean next-token loss over every target token of the plan's windows, in the model's
+    training loss path (one rank's sums, as the trainer adds its ranks' up)."""
     model.eval()
-    stream = data.stream("val", 0, 1, plan.ctx_len, plan.seed, False)
-    losses = []
-    for _ in range(plan.batches):
-        batch = stream.next_batch(plan.micro_batch)
-        loss, _ = model(batch[:, :-1], targets=batch[:, 1:])
-        losses.append(loss.item())
-    return sum(losses) / len(losses)
+    val = ValWindows(data, plan.ctx_len, plan.windows)
+    sums = summed_loss(lambda batch: model(batch[:, :-1], targets=batch[:, 1:])[0], val,
+                       plan.micro_batch, torch.device("cpu"))
+    return (sums[0] / sums[1]).item()
 
 
 def evaluate(loaded: LoadedModel, data_path: Path, batches: int | None = None,
@@ -75,9 +97,10 @@ def evaluate(loaded: LoadedModel, data_path: Path, batches: int | None = None,
     plan = plan_for(loaded, batches, micro_batch)
     loss = val_loss(loaded.model, data, plan)
     return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)),
-            "tokens": plan.batches * plan.micro_batch * plan.ctx_len, "batches": plan.batches,
-            "micro_batch": plan.micro_batch, "ctx_len": plan.ctx_len, "step": loaded.step,
-            "data": str(data_path), "source": str(loaded.source)}
+            "tokens": plan.windows * plan.ctx_len, "batches": plan.batches, "windows": plan.windows,
+            "global_batch": plan.global_batch, "micro_batch": plan.micro_batch,
+            "ctx_len": plan.ctx_len, "step": loaded.step, "data": str(data_path),
+            "source": str(loaded.source)}
 
 
 def log_to_mlflow(loaded: LoadedModel, result: dict) -> str:
@@ -109,8 +132,10 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.splitlines()[0])
     add_source_args(parser)
     parser.add_argument("--data", type=Path, help="data dir (default: the run's data.path)")
-    parser.add_argument("--batches", type=int, help="micro-batches to score (default: train.val_batches)")
-    parser.add_argument("--micro-batch", type=int, help="windows per batch (default: train.micro_batch)")
+    parser.add_argument("--batches", type=int,
+                        help="global batches of val windows to score (default: train.val_batches)")
+    parser.add_argument("--micro-batch", type=int,
+                        help="windows per forward pass (default: train.micro_batch)")
     parser.add_argument("--log-mlflow", action="store_true", help="log to the run's MLflow run")
     args = parser.parse_args(argv)
     try:

@@ -26,7 +26,7 @@ from .training import checkpointing, faults, freezing, phase_switch, run_guard
 from .records import run_status
 from .config import RunConfig, fit_to_world, parse_args, resolve_precision, to_yaml
 from .data.sources import TrainingData, open_sources
-from .data.data_loader import TokenStream
+from .data.val_windows import ValWindows, check_split, summed_loss
 from .training.distributed import Dist, all_mean, init_distributed
 from .errors import PipelineError
 from .training.flops import flops_per_token, peak_flops
@@ -48,15 +48,22 @@ def lm_loss(engine, batch: torch.Tensor) -> torch.Tensor:
     return loss
 
 
+def val_windows(data: TrainingData, cfg: RunConfig, dist: Dist) -> ValWindows:
+    """train.val_batches global batches of val windows, the same ones every time and for any
+    number of ranks, so values compare across a run and between runs."""
+    t = cfg.train
+    count = t.val_batches * t.micro_batch * t.grad_accum * dist.world
+    return ValWindows(data.first, cfg.model.ctx_len, count, dist.rank, dist.world)
+
+
 @torch.no_grad()
-def validate(engine, val: TokenStream, cfg: RunConfig, dist: Dist) -> float:
-    """Mean loss over the same first val_batches of the val split every time, so values compare."""
+def validate(engine, val: ValWindows, cfg: RunConfig, dist: Dist) -> float:
+    """Mean loss over every val window: the ranks' sums of loss x tokens and of tokens, added up."""
     engine.eval()
-    val.reset()
-    losses = [lm_loss(engine, val.next_batch(cfg.train.micro_batch).to(dist.device)).item()
-              for _ in range(cfg.train.val_batches)]
+    sums = summed_loss(lambda batch: lm_loss(engine, batch), val, cfg.train.micro_batch, dist.device)
     engine.train()
-    return all_mean(sum(losses) / len(losses), dist.device)
+    torch.distributed.all_reduce(sums)
+    return (sums[0] / sums[1]).item()
 
 
 def set_lr(engine, cfg: RunConfig, step: int, tokens: int, tokens_per_step: int,
@@ -104,6 +111,8 @@ def prepare(cfg: RunConfig) -> tuple[RunConfig, TrainingData]:
     cfg = fit_to_world(cfg, world)
     cfg = resolve_precision(cfg, torch.cuda.is_available())  # before comparing with a saved run
     data.check_model(cfg.model.vocab_size, cfg.model.ctx_len, world)
+    if cfg.train.val_every and cfg.train.val_batches:
+        check_split(data.first, cfg.model.ctx_len)
     freezing.validate(cfg.freeze, build_model(cfg.model, device="meta"), cfg.train.max_steps)
     if cfg.train.init_from:
         source_kind(Path(cfg.train.init_from))
@@ -140,7 +149,7 @@ def train(cfg: RunConfig, data: TrainingData) -> None:
 
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     stream = data.stream(cfg, dist.rank, dist.world)  # global batches: any number of ranks
-    val = data.first.stream("val", dist.rank, dist.world, cfg.model.ctx_len, t.seed, False)
+    val = val_windows(data, cfg, dist) if t.val_every and t.val_batches else None
     start = open_run(cfg, dist, ckpt_dir, stream)
     engine, phase = start.engine, start.phase
     step, tokens_seen, skipped = start.step, start.tokens, start.skipped_steps
@@ -190,7 +199,7 @@ def train(cfg: RunConfig, data: TrainingData) -> None:
             record["mfu"] = fpt * record["tokens_per_s"] / peak if peak else None
             if len(data.sources) > 1:
                 record.update({f"tokens/{k}": v for k, v in stream.tokens_by_source(step).items()})
-            if t.val_every and (step % t.val_every == 0 or step == t.max_steps):
+            if val is not None and (step % t.val_every == 0 or step == t.max_steps):
                 record["val_loss"] = validate(engine, val, cfg, dist)
             metrics.write(record)
             tracker.log_step(record)

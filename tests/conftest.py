@@ -51,11 +51,12 @@ def shared_data(tmp_path_factory):
 def two_rank_zero2(shared_data):
     """Losses of the reference run that several launch modes must reproduce exactly: 4 ZeRO-2
     steps, 2 processes on one node (torchrun --standalone), a global batch of 8 windows as 2
-    accumulation steps of 2 windows per rank; the windows it trained on are in batches/ref."""
-    from pipeline_helpers import metrics, run_train
+    accumulation steps of 2 windows per rank, validating at steps 2 and 4; the windows it trained
+    on are in batches/ref."""
+    from pipeline_helpers import REF_VAL, metrics, run_train
 
     run_train(shared_data, "train.run_name=ref-2rank-zero2", "train.max_steps=4", "train.global_batch=8",
-              "train.micro_batch=2", "train.zero_stage=2", "train.export=false", nproc=2,
+              "train.micro_batch=2", "train.zero_stage=2", "train.export=false", *REF_VAL, nproc=2,
               env={"GLOO_SOCKET_IFNAME": "lo", "GOLDFINCH_BATCH_LOG": str(shared_data / "batches" / "ref")})
     rows = metrics(shared_data, "ref-2rank-zero2")
     assert [r["tokens"] for r in rows] == [2 * 4 * 32 * s for s in (1, 2, 3, 4)]

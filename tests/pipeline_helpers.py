@@ -62,6 +62,8 @@ TINY = ["model.n_layer=3", "model.n_embd=64", "model.head_size=16", "model.ctx_l
         "model.mix_lora_rank=8", "model.decay_lora_rank=8", "train.micro_batch=4",
         "train.warmup_steps=2", "train.lr=3e-3", "train.lr_final=1e-3", "train.val_every=0",
         "train.log_every=0", "tracking.enabled=false"]  # the MLflow tests turn tracking on
+# validation in the shared reference runs: at steps 2 and 4, over one global batch of val windows
+REF_VAL = ["train.val_every=2", "train.val_batches=1"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -130,14 +130,15 @@ def test_round_trip_manifest_and_splits(tmp_path):
 
 def test_the_trainer_reads_the_output(tmp_path):
     from pipeline.data.data_loader import DataDir
+    from pipeline.data.global_batches import GlobalBatches
 
     make_text_corpus(tmp_path / "corpus")
     cfg = cfg_for(tmp_path, f"data.input={tmp_path / 'corpus'}")
     manifest = run(cfg, progress=False)
     data = DataDir.open(cfg.output)
     assert data.vocab_size == manifest["tokenizer"]["vocab_size"]
-    window = data.stream("train", 0, 1, 16, 0, False).next_window()
-    assert window.shape == (17,)
+    batches = GlobalBatches([data], [1.0], ["d"], 16, 0, False, 1, 1, 1, 0, 1, read_ahead=0)
+    assert batches.next_batch().shape == (1, 17)
 
 
 def _bad_corpus(root: Path) -> None:

@@ -22,24 +22,23 @@ def trained(tmp_path_factory):
     return root
 
 
-def reference_loss(model_dir, data_dir, batches: int, micro_batch: int) -> float:
-    """The validation loss computed here, independently of pipeline.evaluate: the first
-    batches x micro_batch val windows (unshuffled, the run's seed), plain cross-entropy."""
+def reference_loss(model_dir, data_dir, batches: int, global_batch: int) -> float:
+    """The validation loss computed here, independently of pipeline.evaluate: plain
+    cross-entropy over every target token of the first batches x global_batch val windows."""
     import torch
     import torch.nn.functional as F
 
     from model import load_exported
     from pipeline.data.data_loader import DataDir
+    from pipeline.data.val_windows import ValWindows
 
     model = load_exported(model_dir).eval()
-    stream = DataDir.open(data_dir).stream("val", 0, 1, model.cfg.ctx_len, 1337, False)
-    losses = []
+    count = batches * global_batch
+    val = ValWindows(DataDir.open(data_dir), model.cfg.ctx_len, count)
+    windows = torch.from_numpy(val.tokens(range(count)))
     with torch.no_grad():
-        for _ in range(batches):
-            batch = stream.next_batch(micro_batch)
-            logits, _ = model(batch[:, :-1])
-            losses.append(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1)).item())
-    return sum(losses) / len(losses)
+        logits, _ = model(windows[:, :-1])
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), windows[:, 1:].reshape(-1)).item()
 
 
 def cli(*args):
@@ -59,6 +58,7 @@ def test_same_number_twice_and_equal_to_the_trainers_val_loss(trained):
     assert a["loss"] == pytest.approx(trainer[-1], rel=1e-5)
     assert a["perplexity"] == pytest.approx(math.exp(a["loss"]))
     assert (a["step"], a["batches"], a["micro_batch"], a["tokens"]) == (6, 3, 4, 3 * 4 * 32)
+    assert (a["windows"], a["global_batch"]) == (12, 4)
     assert a["data"] == str(trained / "data")
 
 

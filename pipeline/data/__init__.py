@@ -1,5 +1,6 @@
 """Training data at scale: a global window order that does not depend on the number of ranks,
-weighted mixtures of data dirs, and data dirs on object storage.
+weighted mixtures of data dirs, data dirs on object storage, and validation windows chosen the
+same way for any number of ranks.
 
     order.py           windows of one data dir in a seeded order (a pure function of its manifest)
     mixture.py         which source each window of the global order comes from
@@ -7,6 +8,8 @@ weighted mixtures of data dirs, and data dirs on object storage.
     global_batches.py  a rank's micro-batches of global batch s, its shard reads and read-ahead
     remote.py          local paths and fsspec URLs behind one small reading interface
     batch_log.py       an optional record of the windows each rank trained on (for checks)
-    data_loader.py     a data dir's manifest and shards, checked; the validation token stream
+    data_loader.py     a data dir's manifest and shards, checked
+    windows.py         windows cut from joined shards, cached and read ahead: the one reader
+    val_windows.py     the validation windows: a fixed, unshuffled slice of the val split, by rank
     prefetch.py        the next batches prepared on a background thread
 """

@@ -1,11 +1,7 @@
-"""Stream packed training windows from a data dir built by `data_prep` (WebDataset shards).
+"""A data dir built by `data_prep` (WebDataset shards): its manifest, tokenizer and shards, checked.
 
-Shards are split across ranks deterministically: each epoch permutes the shard list with the seed
-and rank r takes every world-th shard. With fewer shards than ranks, every rank reads all shards
-and takes every world-th window instead. Either way ranks see disjoint data and an epoch covers
-every token once. The stream's position is a few integers plus < ctx_len+1 carried tokens.
-Training itself reads through `pipeline.data` (a global order that does not depend on the number
-of ranks); this stream serves validation and evaluation.
+Windows are cut from the shards elsewhere (`windows.py`, in the orders of `order.py`): training
+and validation read through that one reader.
 """
 from __future__ import annotations
 
@@ -15,10 +11,8 @@ import json
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-import torch
 
 from . import remote
 from ..errors import PipelineError
@@ -64,90 +58,6 @@ def read_shard(path: Path | str, sha256: str | None = None, retries: int = 3) ->
     except Exception as err:  # a torn tar or npy can fail in any of the parsers
         raise ShardError(path, f"is unreadable ({type(err).__name__}: {err})") from err
     return docs
-
-
-class TokenStream:
-    """Endless stream of [ctx_len+1] windows for one rank; epochs repeat with a new shard order."""
-
-    def __init__(self, shards: list[Shard], rank: int, world: int, ctx_len: int, eot: int,
-                 seed: int, shuffle: bool, read: Callable[[Shard], list[np.ndarray]] | None = None):
-        if not shards:
-            raise ValueError("no shards to stream from")
-        self.shards, self.rank, self.world = shards, rank, world
-        self.ctx_len, self.eot, self.seed, self.shuffle = ctx_len, eot, seed, shuffle
-        self.read = read or (lambda shard: read_shard(shard.path))
-        self.by_window = len(shards) < world
-        self._cache: tuple[tuple[int, int], list[np.ndarray]] | None = None
-        self.reset()
-
-    def reset(self) -> None:
-        self.epoch = self.shard_pos = self.sample_pos = self.doc_offset = self.window_index = 0
-        self.carry = np.zeros(0, dtype=np.int64)
-
-    def _epoch_shards(self) -> list[int]:
-        """Indices of this rank's shards for the current epoch, in reading order."""
-        order = np.arange(len(self.shards))
-        if self.shuffle:
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.shards))
-        return [int(i) for i in (order if self.by_window else order[self.rank::self.world])]
-
-    def _docs(self, index: int) -> list[np.ndarray]:
-        """A shard's documents, in a seeded per-epoch order when shuffling."""
-        key = (self.epoch, index)
-        if self._cache is None or self._cache[0] != key:
-            docs = self.read(self.shards[index])
-            if self.shuffle:
-                order = np.random.default_rng([self.seed, self.epoch, index]).permutation(len(docs))
-                docs = [docs[i] for i in order]
-            self._cache = (key, docs)
-        return self._cache[1]
-
-    def _fill(self, need: int) -> None:
-        while len(self.carry) < need:
-            shards = self._epoch_shards()
-            if self.shard_pos >= len(shards):
-                self.epoch, self.shard_pos, self.sample_pos = self.epoch + 1, 0, 0
-                continue
-            docs = self._docs(shards[self.shard_pos])
-            if self.sample_pos >= len(docs):
-                self.shard_pos, self.sample_pos = self.shard_pos + 1, 0
-                continue
-            doc = docs[self.sample_pos]
-            size = len(doc) + 1  # the document and its end-of-text token
-            take = min(need - len(self.carry), size - self.doc_offset)
-            piece = doc[self.doc_offset:self.doc_offset + take]
-            if self.doc_offset + take == size:
-                piece = np.concatenate([piece, [self.eot]])
-                self.sample_pos, self.doc_offset = self.sample_pos + 1, 0
-            else:
-                self.doc_offset += take
-            self.carry = np.concatenate([self.carry, piece])
-
-    def next_window(self) -> np.ndarray:
-        while True:
-            self._fill(self.ctx_len + 1)
-            window = self.carry[: self.ctx_len + 1]
-            self.carry = self.carry[self.ctx_len:]  # overlap one token: each token is a target once
-            index, self.window_index = self.window_index, self.window_index + 1
-            if not self.by_window or index % self.world == self.rank:
-                return window
-
-    def next_batch(self, batch: int) -> torch.Tensor:
-        return torch.from_numpy(np.stack([self.next_window() for _ in range(batch)]))
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "shard_pos": self.shard_pos, "sample_pos": self.sample_pos,
-                "doc_offset": self.doc_offset, "window_index": self.window_index,
-                "carry": self.carry.tolist(), "shards": [s.name for s in self.shards],
-                "rank": self.rank, "world": self.world}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state["shards"] != [s.name for s in self.shards] or state["world"] != self.world:
-            raise ValueError("the saved loader position belongs to other data or another world size "
-                             f"({state['world']} ranks); resume with the same data dir and ranks")
-        for key in ("epoch", "shard_pos", "sample_pos", "doc_offset", "window_index"):
-            setattr(self, key, int(state[key]))
-        self.carry = np.asarray(state["carry"], dtype=np.int64)
 
 
 @dataclass
@@ -223,17 +133,8 @@ class DataDir:
         if vocab_size < self.vocab_size:
             raise ValueError(f"model.vocab_size={vocab_size} is smaller than the tokenizer's "
                              f"{self.vocab_size} ({self.path}: {self.manifest.get('tokenizer', {}).get('kind', 'bpe')})")
-        for split in ("train", "val"):
-            shards = self.splits.get(split, [])
-            tokens = sum(s.tokens + s.samples for s in shards)  # + one end-of-text per document
-            if tokens < (ctx_len + 1) * world:
-                raise ValueError(f"model.ctx_len={ctx_len}: the {split} split of {self.path} holds "
-                                 f"{tokens} tokens, too few to fill one {ctx_len + 1}-token window "
-                                 f"per rank ({world} ranks)")
-
-    def stream(self, split: str, rank: int, world: int, ctx_len: int, seed: int,
-               shuffle: bool) -> TokenStream:
-        shards = self.splits.get(split, [])
-        if not shards:
-            raise ValueError(f"data dir {self.path} has no {split} shards")
-        return TokenStream(shards, rank, world, ctx_len, self.eot, seed, shuffle, self.read)
+        tokens = sum(s.tokens + s.samples for s in self.splits.get("train", []))  # + end-of-texts
+        if tokens < (ctx_len + 1) * world:
+            raise ValueError(f"model.ctx_len={ctx_len}: the train split of {self.path} holds "
+                             f"{tokens} tokens, too few to fill one {ctx_len + 1}-token window "
+                             f"per rank ({world} ranks)")

@@ -10,10 +10,6 @@ with M.
 """
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
-
 import numpy as np
 import torch
 
@@ -21,7 +17,7 @@ from ..errors import PipelineError
 from .batch_log import BatchLog
 from .mixture import Mixture
 from .order import SourceOrder
-
+from .windows import WindowReader
 
 
 class GlobalBatches:
@@ -41,13 +37,9 @@ class GlobalBatches:
         self.mixture = Mixture(weights, seed)
         self.step = self.micro = 0
         self._slice: np.ndarray | None = None
-        self._lock = threading.Lock()
-        self._cache: OrderedDict = OrderedDict()  # (source, epoch, shard) -> joined tokens
         # two shuffle buffers per source: the current group's shards and the next one's
-        self._capacity = 2 * max(buffer, 1) * len(sources) + 2
-        self._pending: dict[tuple, Future] = {}
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-read-ahead") \
-            if read_ahead else None
+        self.reader = WindowReader(sources, "train", self.orders, ctx_len,
+                                   2 * max(buffer, 1) * len(sources) + 2, read_ahead=bool(read_ahead))
         self._log = BatchLog(rank)
 
     def step_windows(self, step: int) -> np.ndarray:
@@ -65,44 +57,10 @@ class GlobalBatches:
         per_rank = self.micro_batch * self.grad_accum
         return self.step_windows(step)[self.rank * per_rank:(self.rank + 1) * per_rank]
 
-    def _load(self, key: tuple) -> np.ndarray:
-        source, epoch, shard_index = key
-        data = self.sources[source]
-        shard = data.splits["train"][shard_index]
-        docs = data.read(shard)
-        order = self.orders[source].doc_order(epoch, shard_index, len(docs))
-        dtype = np.int32 if data.vocab_size < 2**31 else np.int64
-        joined = np.empty(sum(len(d) + 1 for d in docs), dtype=dtype)
-        at = 0
-        for i in order:
-            joined[at:at + len(docs[i])] = docs[i]
-            at += len(docs[i])
-            joined[at] = data.eot
-            at += 1
-        return joined
-
-    def _joined(self, key: tuple) -> np.ndarray:
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
-            pending = self._pending.pop(key, None)
-        joined = pending.result() if pending else self._load(key)
-        with self._lock:
-            self._cache[key] = joined
-            while len(self._cache) > self._capacity:
-                self._cache.popitem(last=False)
-        return joined
-
     def _schedule(self, step: int) -> None:
         """Start reading the shards of the next steps' slices that are not in memory yet."""
-        if self._pool is None:
-            return
         ahead = [self.rank_windows(s) for s in range(step + 1, step + 1 + self.read_ahead)]
-        keys = {tuple(int(x) for x in row[:3]) for rows in ahead for row in rows}
-        with self._lock:
-            for key in sorted(keys - self._cache.keys() - self._pending.keys()):
-                self._pending[key] = self._pool.submit(self._load, key)
+        self.reader.read_ahead({tuple(int(x) for x in row[:3]) for rows in ahead for row in rows})
 
     def next_batch(self, batch: int | None = None) -> torch.Tensor:
         """The next micro-batch of this rank: [micro_batch, ctx_len+1] token ids."""
@@ -112,8 +70,7 @@ class GlobalBatches:
             self._slice = self.rank_windows(self.step)
             self._schedule(self.step)
         rows = self._slice[self.micro * self.micro_batch:(self.micro + 1) * self.micro_batch]
-        tokens = np.stack([self._joined(tuple(int(x) for x in row[:3]))[
-            row[3] * self.ctx_len:row[3] * self.ctx_len + self.ctx_len + 1] for row in rows]).astype(np.int64)
+        tokens = self.reader.windows(rows)
         self._log.write(self.step + 1, self.micro, rows, tokens)
         self.micro += 1
         if self.micro == self.grad_accum:
@@ -155,5 +112,4 @@ class GlobalBatches:
         self.step, self.micro = state["windows"] // self.global_batch, 0
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        self.reader.close()

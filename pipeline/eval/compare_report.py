@@ -186,10 +186,10 @@ def setup_lines(summary: dict) -> list[str]:
            f"{train['zero_stage']}, {cfg['nproc']} process(es); " if train else "")
         + f"MLflow experiment `{cfg['experiment']}`, runs `{cfg['run_prefix']}-<arch>"
         + ("`." if len(rows[0].get("seeds", [0])) == 1 else "-s<seed>`."),
-        f"- **Val loss** (table): `pipeline.evaluate` over the first {cfg['eval_batches']} x "
-        f"{cfg['micro_batch']} windows of the val split ({rows[0]['val_tokens']:,} tokens, "
-        f"unshuffled, identical for every arch). The curves are the trainer's own validation "
-        f"(first {cfg['val_batches']} batches) during training.",
+        f"- **Val loss** (table): `pipeline.evaluate` over the first {cfg['eval_batches']} global "
+        f"batches of windows of the val split ({rows[0]['val_tokens']:,} tokens, unshuffled, "
+        f"identical for every arch). The curves are the trainer's own validation (the first "
+        f"{cfg['val_batches']} global batches) during training.",
         f"- **Final train loss**: mean over the last {rows[0]['train_loss_steps']} steps. "
         f"**tokens/s**: median training throughput per step (excluding validation and the first step); "
         f"it depends on whatever else the machine was running, so compare it loosely.",
