@@ -90,16 +90,16 @@ def test_two_ranks_equal_one_rank_with_grad_accum(data, two_rank_zero2):
     assert proc.returncode == 0, proc.stderr[-3000:]
     one, launched = metrics(data, "accum"), metrics(data, "launcher")
     assert [r["tokens"] for r in one] == [8 * 32 * s for s in range(1, 5)]
-    # gradients summed in another order differ in the last bits, which Adam's normalised update
-    # magnifies for near-zero entries: the 1-rank weights drift from the 2-rank ones by ~1e-4
-    assert [r["loss"] for r in one] == pytest.approx(two_rank_zero2, rel=1e-3)
+    # gradients summed in another order differ in the last bits only (the L2Wrap penalty scales
+    # with the loss, so accumulation does not change its weight)
+    assert [r["loss"] for r in one] == pytest.approx(two_rank_zero2, rel=1e-4)
     assert [r["loss"] for r in launched] == two_rank_zero2
     val = {run: [(r["step"], r["val_loss"]) for r in metrics(data, run) if "val_loss" in r]
            for run in ("accum", "ref-2rank-zero2", "launcher")}
     assert [s for s, _ in val["accum"]] == [s for s, _ in val["ref-2rank-zero2"]] == [2, 4]
     assert val["launcher"] == val["ref-2rank-zero2"]
     two = [v for _, v in val["ref-2rank-zero2"]]
-    assert [v for _, v in val["accum"]] == pytest.approx(two, rel=1e-3)
+    assert [v for _, v in val["accum"]] == pytest.approx(two, rel=1e-4)
     # the same windows on 1 and 2 ranks: one single-process evaluation of each run's final
     # weights (the val split's first global batch, in one fixed order) gives each run's val_loss
     for run in ("accum", "ref-2rank-zero2"):
