@@ -12,6 +12,7 @@ from model.bone import BatLinear, BoneLinear, merge, merge_state_dict, wrap
 from pipeline.config import load_run_config
 from pipeline.runs import consolidated_state_dict
 from pipeline.training import peft
+from pipeline.training.checkpointing import tag_for
 
 from pipeline_helpers import make_data_dir, metrics, run_train
 
@@ -129,7 +130,7 @@ def args(root, name):
 def test_bat_run_freezes_the_rest_resumes_exactly_and_exports(runs):
     run_train(runs, *args(runs, "bat"))
     base = load_exported(runs / "base").state_dict()
-    sd = consolidated_state_dict(runs / "runs/bat/checkpoints", "step-00000004", 2)
+    sd = consolidated_state_dict(runs / "runs/bat/checkpoints", tag_for(4), 2)
     model = build_model(ModelConfig(**TINY_FINCH))
     cfg = peft.PeftConfig(method="bat", r=R)
     also = peft.attach(model, cfg) - {n for n in sd if n.endswith(".bat")}
@@ -161,5 +162,5 @@ def test_bat_run_freezes_the_rest_resumes_exactly_and_exports(runs):
     assert proc.returncode != 0
     run_train(runs, *args(runs, "cut"))
     assert [r["loss"] for r in metrics(runs, "cut")] == [r["loss"] for r in log]
-    cut = consolidated_state_dict(runs / "runs/cut/checkpoints", "step-00000004", 2)
+    cut = consolidated_state_dict(runs / "runs/cut/checkpoints", tag_for(4), 2)
     assert all(torch.equal(cut[n], sd[n]) for n in sd)
