@@ -164,3 +164,18 @@ def test_bat_run_freezes_the_rest_resumes_exactly_and_exports(runs):
     assert [r["loss"] for r in metrics(runs, "cut")] == [r["loss"] for r in log]
     cut = consolidated_state_dict(runs / "runs/cut/checkpoints", tag_for(4), 2)
     assert all(torch.equal(cut[n], sd[n]) for n in sd)
+
+
+@pytest.mark.parametrize("method", ["bone", "bat"])
+def test_bf16_backward_reaches_only_what_peft_trains(method):
+    model = build_model(ModelConfig(**TINY_FINCH), dtype=torch.bfloat16)
+    cfg = peft.PeftConfig(method=method, r=R, train_also=[])
+    model.requires_grad_(True)
+    peft.attach(model, cfg)
+    assert peft.restrict(model, cfg) == sum(m.bone.numel() if method == "bone" else m.bat.numel()
+                                            for m in model.modules()
+                                            if isinstance(m, (BoneLinear, BatLinear)))
+    logits, _ = model(torch.randint(0, 300, (2, 8)))
+    logits.float().square().mean().backward()
+    for name, p in model.named_parameters():
+        assert (p.grad is not None) == name.endswith(f".{method}"), name

@@ -34,7 +34,7 @@ def _time_params(model: nn.Module) -> set[str]:
     """Parameters of time and channel mixers that belong to no Linear and no norm."""
     skip = (nn.Linear, nn.LayerNorm, nn.RMSNorm, nn.GroupNorm)
     return {f"{mod}.{p}" for mod, m in model.named_modules()
-            if ".att" in f".{mod}" or ".ffn" in f".{mod}"
+            if {"att", "ffn"} & set(mod.split("."))
             if not isinstance(m, skip)
             for p, _ in m.named_parameters(recurse=False)}
 
