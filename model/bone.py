@@ -118,6 +118,11 @@ def check_shapes(method: str, r: int, found: dict[str, nn.Linear]) -> None:
             raise ValueError(f"peft.r={r}: larger than the {m.in_features} input features of {name}")
 
 
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, attr, module)
+
+
 def wrap(model: nn.Module, method: str, r: int, targets: list[str],
          known: tuple[str, ...] = ()) -> list[str]:
     """Replace the target Linears in place; returns the names of the new trainable tensors."""
@@ -125,8 +130,7 @@ def wrap(model: nn.Module, method: str, r: int, targets: list[str],
     check_shapes(method, r, found)
     names = []
     for name, linear in found.items():
-        parent, _, attr = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, attr, WRAPPERS[method](linear, r))
+        _replace(model, name, WRAPPERS[method](linear, r))
         names.append(f"{name}.{WRAPPERS[method].tensor_name}")
     return names
 
@@ -136,9 +140,8 @@ def wrap_like(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
     for key, t in state_dict.items():
         mod, _, kind = key.rpartition(".")
         if kind in WRAPPERS and type(model.get_submodule(mod)) is nn.Linear:
-            parent, _, attr = mod.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, attr,
-                    WRAPPERS[kind](model.get_submodule(mod), t.shape[-1] if kind == "bat" else t.shape[0]))
+            r = t.shape[-1] if kind == "bat" else t.shape[0]
+            _replace(model, mod, WRAPPERS[kind](model.get_submodule(mod), r))
 
 
 def merge_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -163,6 +166,5 @@ def merge(model: nn.Module) -> nn.Module:
             plain.weight.copy_((m.weight.float() + m.delta().float()).to(m.weight.dtype))
             if m.bias is not None:
                 plain.bias.copy_(m.bias)
-            parent, _, attr = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, attr, plain)
+            _replace(model, name, plain)
     return model
