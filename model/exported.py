@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from .base import LanguageModel
+from .bone import wrap_like
 from .build import build_model
 from .config import ModelConfig
 
@@ -53,7 +54,9 @@ def load_exported(path: str | Path, device: str | torch.device | None = None,
             raise FileNotFoundError(f"{path / name} is missing: not an exported model directory")
     cfg = ModelConfig(**json.loads((path / CONFIG).read_text()))
     model = build_model(cfg, device=device)
-    model.load_state_dict(load_file(str(path / WEIGHTS), device=str(device or "cpu")), strict=True)
+    weights = load_file(str(path / WEIGHTS), device=str(device or "cpu"))
+    wrap_like(model, weights)  # an unmerged Bone/Bat export: its Linears carry their blocks
+    model.load_state_dict(weights, strict=True)
     if dtype is not None:
         model.to(dtype)
     return model

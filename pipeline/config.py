@@ -14,6 +14,8 @@ from data_prep.config import DataConfig
 from model import ModelConfig
 
 from .training.freezing import FreezeConfig
+from .training.peft import PeftConfig
+from .training import peft
 from .training.schedule import SCHEDULES
 from .records.tracking import TrackingConfig
 
@@ -103,6 +105,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
+    peft: PeftConfig = field(default_factory=PeftConfig)
 
 
 def _check_data(d: TrainDataConfig) -> None:
@@ -160,6 +163,10 @@ def _check(cfg: RunConfig) -> None:
         raise bad("run_name", "must be a non-empty name without '/'")
     _check_data(cfg.data)
     cfg.model.validate()
+    if cfg.peft.method is not None:
+        from model import build_model
+        sized = replace(cfg.model, vocab_size=cfg.model.vocab_size or 256)  # set from the data later
+        peft.validate(cfg.peft, build_model(sized, device="meta"))
 
 
 def resolve_precision(cfg: RunConfig, cuda: bool) -> RunConfig:

@@ -1,6 +1,9 @@
 """Export a training checkpoint (any ZeRO stage) as `model.safetensors` + `config.json`.
 
-    python -m pipeline.export --run runs/<name> [--step N] --out DIR
+    python -m pipeline.export --run runs/<name> [--step N] --out DIR [--unmerged]
+
+A Bone/Bat fine-tuning run (peft.method) is merged into plain weights of the base architecture;
+`--unmerged` keeps its blocks apart (load_exported wraps the Linears they belong to).
 """
 from __future__ import annotations
 
@@ -12,12 +15,13 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from model import save_exported
+from model.bone import merge_state_dict
 
 from .runs import consolidated_state_dict, data_dir_of, model_config_of
 from .training import checkpointing
 
 
-def export(run_dir: Path, out: Path, step: int | None = None) -> Path:
+def export(run_dir: Path, out: Path, step: int | None = None, unmerged: bool = False) -> Path:
     ckpt_dir = run_dir / "checkpoints"
     tag = checkpointing.tag_for(step) if step is not None else checkpointing.find_resume_tag(ckpt_dir)
     if tag is None or not (ckpt_dir / tag / checkpointing.COMPLETE).is_file():
@@ -25,6 +29,8 @@ def export(run_dir: Path, out: Path, step: int | None = None) -> Path:
     run_cfg = OmegaConf.load(run_dir / "config.yaml")
     model_cfg = model_config_of(run_cfg)
     weights = consolidated_state_dict(ckpt_dir, tag, int(run_cfg.train.zero_stage))
+    if not unmerged:
+        weights = merge_state_dict(weights)
     save_exported(weights, model_cfg, out)
     copy_tokenizer(ckpt_dir / tag, data_dir_of(run_cfg), out)
     return out
@@ -61,9 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", required=True, type=Path, help="run directory (runs/<name>)")
     parser.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
     parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--unmerged", action="store_true",
+                        help="keep Bone/Bat blocks apart from the weights they update")
     args = parser.parse_args(argv)
     try:
-        out = export(args.run, args.out, args.step)
+        out = export(args.run, args.out, args.step, args.unmerged)
     except (FileNotFoundError, ValueError) as err:
         print(f"pipeline.export: {err}", file=sys.stderr)
         return 2

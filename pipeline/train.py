@@ -167,7 +167,9 @@ def train(cfg: RunConfig, data: TrainingData) -> None:
     tags = run_tags(cfg, data, dist)  # collective: every rank takes part
     sigterm, stop, progress, status = run_status.SigtermRaises(), None, None, run_status.FAILED
     try:
-        tracker.start(t.run_name, OmegaConf.to_container(OmegaConf.structured(cfg)), tags)
+        tracker.start(t.run_name, {**OmegaConf.to_container(OmegaConf.structured(cfg)),
+                                   **({"trainable_params": start.trainable} if cfg.peft.method else {})},
+                      tags)
         if start.init_report and dist.is_main:
             report_init(start.init_report, t.init_from, run_dir, tracker)
         stop = StopRequest()
@@ -192,7 +194,7 @@ def train(cfg: RunConfig, data: TrainingData) -> None:
             record = {"step": step, "loss": loss, "lr": lr, "tokens": tokens_seen,
                       "grad_norm": float(engine.get_global_grad_norm() or 0.0) if applied else None,
                       "tokens_per_s": tokens_per_step / seconds, "skipped_steps": skipped}
-            if cfg.freeze.phases:  # the optimizer state exists after a phase's first step
+            if cfg.freeze.phases or cfg.peft.method:  # optimizer state exists after a phase's first step
                 state_bytes = state_bytes or phase_switch.optimizer_state_bytes(engine)
                 record.update(phase=phase, trainable_params=start.trainable,
                               optimizer_state_bytes=state_bytes, lr_new_params=lr_new)

@@ -15,7 +15,7 @@ import torch
 
 from model import build_model
 
-from . import freezing
+from . import freezing, peft
 from .engine import build_engine
 from .loss import L2WRAP_ATTR, set_l2wrap
 
@@ -131,6 +131,8 @@ def new_model(cfg, weights: dict | None = None):
     """A model for this run; building it never moves the training RNG (it is restored exactly)."""
     with torch.random.fork_rng(devices=[]):
         model = build_model(cfg.model)
+    if cfg.peft.method:
+        peft.attach(model, cfg.peft)
     if weights is not None:
         model.load_state_dict(weights)
     model.grad_ckpt, model.fused_ce = cfg.train.grad_ckpt, cfg.train.fused_ce
@@ -153,7 +155,8 @@ def build_phase_engine(cfg, phase: int, world: int, device: torch.device, model,
     """(engine, trainable parameter count) for `phase` over `model`; with `carry` (what `gather`
     returned for the engine before), fp32 masters, Adam moments and step counts carry over.
     `universal`: the engine is to load a checkpoint written by another number of ranks."""
-    trainable = freezing.apply(model, cfg.freeze, phase)
+    freezing.apply(model, cfg.freeze, phase)
+    trainable = peft.restrict(model, cfg.peft)
     weights, moments, adam_step = carry or ({}, {}, 0)
     carried = carried_names(cfg, model, phase)
     lr_scale = cfg.freeze.phases[phase].lr_scale if cfg.freeze.phases else 1.0
