@@ -43,6 +43,10 @@ class GoldFinchLM(TemplateLM):
         if batch_size <= 0:
             raise ValueError(f"--batch-size={batch_size}: must be a positive integer")
         self.model = model.eval().to(device)
+        # Scores must be what the model computes: the state reused across a context's
+        # continuations and rolling windows keeps keys in the model's own dtype, as the reference's
+        # cache does, not in the compact format generation uses.
+        self.model.cache_dtype = next(self.model.parameters()).dtype
         self.tok = tokenizer
         self.batch_size = batch_size
         self.share_context = share_context
