@@ -18,6 +18,8 @@ from pathlib import Path
 from ..records.plots import save
 
 CLAIMED_ORDER = ("goldfinch", "finch", "llama")  # the paper: lowest loss first
+ARCH_TITLES = {"goldfinch": "GoldFinch", "finch": "Finch", "llama": "Llama", "rwkv7": "RWKV-7",
+               "goldfinch7": "GoldFinch-7"}
 
 
 def describe_machine() -> str:
@@ -232,7 +234,8 @@ def results_markdown(summary: dict, plot: Path, results: Path) -> str:
                  "a ranking. Scale it up with `COMPARE_STEPS=<n>` and larger `micro_batch=` / "
                  "`ctx_len=` on a GPU.")
     text = [
-        "# Results: GoldFinch vs Finch vs Llama at equal size, data and tokens",
+        "# Results: " + " vs ".join(ARCH_TITLES.get(r["arch"], r["arch"]) for r in rows)
+        + " at equal size, data and tokens",
         "",
         f"Measured {date} on {machine} by `make compare` (`python -m pipeline.compare`); "
         f"the whole comparison took {summary['wall_s'] / 60:.1f} minutes "
