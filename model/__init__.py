@@ -1,4 +1,5 @@
-"""GoldFinch, Finch and Llama language models with stateful (cached) inference."""
+"""GoldFinch, GoldFinch-7 and their baselines (Finch, RWKV-7, Eagle, Llama), assembled from
+registered parts, with stateful (cached) inference."""
 from .base import LanguageModel
 from .build import build_model
 from .config import ModelConfig, load_model_config
