@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 
 from ..wkv6.triton_tiles import mm
-from .triton_chunk import chunk_factors, load_rows, pair_matrices, unit_lower_inverse
+from .triton_chunk import chunk_factors, load_chunk, load_rows, pair_matrices, unit_lower_inverse
 
 
 @triton.jit
@@ -48,12 +48,8 @@ def wkv7_bwd_kernel(r_ptr, w_ptr, k_ptr, v_ptr, a_ptr, b_ptr, dy_ptr, states_ptr
         s = tl.load(states_ptr + (bh * n_chunks + n) * K * K + block)
         t = n * C + rows
         valid = (t < T)[:, None]
-        r = load_rows(r_ptr, base, t, valid, ck, H * K)
-        w = load_rows(w_ptr, base, t, valid, ck, H * K)
-        k = load_rows(k_ptr, base, t, valid, ck, H * K)
-        a = load_rows(a_ptr, base, t, valid, ck, H * K)
-        b = load_rows(b_ptr, base, t, valid, ck, H * K)
-        v = load_rows(v_ptr, base, t, valid, cv, H * K)
+        r, w, k, a, b, v = load_chunk(r_ptr, w_ptr, k_ptr, a_ptr, b_ptr, v_ptr, base, t, valid,
+                                      ck, cv, H * K)
         dy = load_rows(dy_ptr, base, t, valid, cv, H * K)
         rt, at, bt, kt, decay, g, ld = chunk_factors(r, w, k, a, b, valid, LD_MIN)
         a_ab, a_ak, a_rb, a_rk = pair_matrices(rt, at, bt, kt, C, PREC)

@@ -26,6 +26,18 @@ def load_rows(ptr, base, t, valid, cols, row_stride):
 
 
 @triton.jit
+def load_chunk(r_ptr, w_ptr, k_ptr, a_ptr, b_ptr, v_ptr, base, t, valid, ck, cv, row_stride):
+    """One chunk's r, w, k, a, b (all key channels) and v (this program's value tile), fp32."""
+    r = load_rows(r_ptr, base, t, valid, ck, row_stride)
+    w = load_rows(w_ptr, base, t, valid, ck, row_stride)
+    k = load_rows(k_ptr, base, t, valid, ck, row_stride)
+    a = load_rows(a_ptr, base, t, valid, ck, row_stride)
+    b = load_rows(b_ptr, base, t, valid, ck, row_stride)
+    v = load_rows(v_ptr, base, t, valid, cv, row_stride)
+    return r, w, k, a, b, v
+
+
+@triton.jit
 def chunk_decays(w, valid, LD_MIN: tl.constexpr):
     """(ld, g, gp, gc): per-row log-decays (floored at LD_MIN, 0 on padded rows), their
     inclusive and exclusive cumulative sums from the chunk start, and the chunk total."""
