@@ -1,6 +1,8 @@
 """What every architecture shares: embeddings, head, input checks and state bookkeeping."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -9,12 +11,16 @@ from .config import ModelConfig
 from .parts import NORMS
 from .state import BlockState, ModelState
 
+# a loss over the model's final normed features: fn(model, h [B, T, C]) -> scalar
+LossFn = Callable[["LanguageModel", torch.Tensor], torch.Tensor]
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
 class LanguageModel(nn.Module):
     """`logits, state = model(idx, state=None, last_only=False)` for idx [B, T] token ids;
-    `loss, state = model(idx, targets=targets)` in training."""
+    `loss, state = model(idx, targets=targets)` in training; `loss, state = model(idx,
+    loss_fn=fn)` for any other loss of the final features (distillation): fn(model, h) with h the
+    normed features [B, T, C], called inside forward so that ZeRO-3 has the head gathered."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -67,10 +73,12 @@ class LanguageModel(nn.Module):
         return like.dtype if self.training and torch.is_grad_enabled() else self.cache_dtype
 
     def output(self, x: torch.Tensor, last_only: bool, return_hidden: bool = False,
-               targets: torch.Tensor | None = None) -> torch.Tensor:
+               targets: torch.Tensor | None = None, loss_fn: LossFn | None = None) -> torch.Tensor:
         """Logits; or, with return_hidden, the normed features the head multiplies; or, given
         targets [B, T], the mean next-token cross-entropy (ids < 0 ignored)."""
         h = self.ln_out(x[:, -1:] if last_only else x)
+        if loss_fn is not None:
+            return loss_fn(self, h)
         if targets is not None:
             return self.lm_loss(h, targets)
         return h if return_hidden else self.head(h)

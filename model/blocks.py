@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .align import AttentionSwap
 from .config import ModelConfig
 from .parts import CHANNEL_MIXERS, NORMS, TIME_MIXERS
 from .state import BlockState
@@ -27,11 +28,13 @@ class ForwardContext:
     k_cache: torch.Tensor | None = None
     v_source: torch.Tensor | None = None
     v_first: torch.Tensor | None = None
+    align: "AttentionSwap | None" = None  # distillation's align stage (model/align.py)
 
 
 class Block(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
+        self.layer = layer
         self.mixer = cfg.block_mixer(layer)
         att = TIME_MIXERS[self.mixer]
         self.kind = KIND[att.family]
@@ -44,6 +47,8 @@ class Block(nn.Module):
                 ) -> tuple[torch.Tensor, BlockState]:
         h = self.ln1(x)
         att, carry = self.att(h, st, ctx)
+        if ctx.align is not None:
+            att = ctx.align.swap(self.layer, att)
         x = x + att
         h2 = self.ln2(x)
         x = x + self.ffn(h2, st.ffn_shift)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import LanguageModel
+from .align import AttentionSwap
+from .base import LanguageModel, LossFn
 from .blocks import Block, ForwardContext
 from .config import ModelConfig
 from .kv_compression import KeyCompression, rms_norm
@@ -20,7 +21,9 @@ class BlockStack(LanguageModel):
         self.kv_compression = KeyCompression(cfg) if cfg.n_gold else None
 
     def forward(self, idx: torch.Tensor, state: ModelState | None = None, last_only: bool = False,
-                return_hidden: bool = False, targets: torch.Tensor | None = None):
+                return_hidden: bool = False, targets: torch.Tensor | None = None,
+                align: AttentionSwap | None = None, loss_fn: LossFn | None = None):
+        """See LanguageModel; `align` and `loss_fn` are distillation's (model/align.py, output)."""
         state = self.check_input(idx, state)
         n_stream, start = self.cfg.n_layer - self.cfg.n_gold, state.seen
         tokens = idx.to(torch.int32)
@@ -28,7 +31,7 @@ class BlockStack(LanguageModel):
             tokens = torch.cat([state.tokens, tokens], dim=1)
         emb0 = self.ln0(self.emb(tokens.long()))  # every cached position: GOLD values need them
         x = emb0[:, -idx.shape[1]:]
-        ctx = ForwardContext(start, self.stored_dtype(x))
+        ctx = ForwardContext(start, self.stored_dtype(x), align=align)
         new_blocks: list[BlockState] = []
         for block, st in zip(self.blocks[:n_stream], state.blocks[:n_stream]):
             x, st = self.run_block(block, x, st, ctx)
@@ -48,7 +51,7 @@ class BlockStack(LanguageModel):
 
         new_state = ModelState(self.cfg.arch, state.batch_size, new_blocks, start + idx.shape[1],
                                compressed, tokens if compressed is not None else None)
-        return self.output(x, last_only, return_hidden, targets), new_state
+        return self.output(x, last_only, return_hidden, targets, loss_fn), new_state
 
     def _gold(self, x: torch.Tensor, ctx: ForwardContext, state: ModelState, last_only: bool):
         """Run the GOLD blocks over x (positions state.seen..), or only over the tail it needs.

@@ -3,6 +3,7 @@ validated before any work starts."""
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -13,6 +14,7 @@ from omegaconf import OmegaConf
 from data_prep.config import DataConfig
 from model import ModelConfig
 
+from .distill.config import DistillConfig
 from .training.freezing import FreezeConfig
 from .training.peft import PeftConfig
 from .training import peft
@@ -57,6 +59,8 @@ class TrainConfig:
     lr_schedule: str = "cos_quarter"  # cos_quarter | cosine | linear | exp (training/schedule.py)
     warmup_steps: int = 10  # lr x (0.2 + 0.8 step/warmup_steps) over the first steps
     total_tokens: Optional[int] = None  # the decay's length in tokens; unset: max_steps' worth
+    max_tokens: Optional[int] = None  # set: the run's length in tokens (max_steps is derived)
+    budget_scale: float = 1.0  # multiplies every token budget: max_tokens, total_tokens, until_tokens
     weight_decay: float = 0.001  # the reference's, on plain matrices only (see training/optim.py)
     beta1: float = 0.9
     beta2: float = 0.99
@@ -106,6 +110,7 @@ class RunConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
     peft: PeftConfig = field(default_factory=PeftConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 def _check_data(d: TrainDataConfig) -> None:
@@ -139,8 +144,11 @@ def _check(cfg: RunConfig) -> None:
         raise bad("lr_schedule", f"expected one of {', '.join(SCHEDULES)}")
     if t.lr_schedule == "exp" and not (t.lr > 0 and t.lr_final > 0):
         raise bad("lr_schedule", "exp decays geometrically: train.lr and train.lr_final must be > 0")
-    if t.total_tokens is not None and t.total_tokens <= 0:
-        raise bad("total_tokens", "must be a positive number of tokens (or unset)")
+    for key in ("total_tokens", "max_tokens"):
+        if getattr(t, key) is not None and getattr(t, key) <= 0:
+            raise bad(key, "must be a positive number of tokens (or unset)")
+    if not t.budget_scale > 0:
+        raise bad("budget_scale", "must be > 0")
     if not t.l2wrap >= 0:
         raise bad("l2wrap", "must be >= 0 (0 turns the logit penalty off)")
     for key in ("max_steps", "micro_batch", "grad_accum"):
@@ -178,18 +186,44 @@ def resolve_precision(cfg: RunConfig, cuda: bool) -> RunConfig:
 
 
 def fit_to_world(cfg: RunConfig, world: int) -> RunConfig:
-    """Derive grad_accum from train.global_batch for this many ranks, or fail naming all three."""
+    """Derive grad_accum from train.global_batch for this many ranks, or fail naming all three;
+    then turn token budgets into steps (resolve_budgets)."""
     t = cfg.train
-    if not t.global_batch:
-        return cfg
-    per_pass = t.micro_batch * world
-    if t.global_batch % per_pass:
-        raise ValueError(f"train.global_batch={t.global_batch} is not divisible by "
-                         f"train.micro_batch={t.micro_batch} x {world} ranks = {per_pass}")
-    return replace(cfg, train=replace(t, grad_accum=t.global_batch // per_pass))
+    if t.global_batch:
+        per_pass = t.micro_batch * world
+        if t.global_batch % per_pass:
+            raise ValueError(f"train.global_batch={t.global_batch} is not divisible by "
+                             f"train.micro_batch={t.micro_batch} x {world} ranks = {per_pass}")
+        cfg = replace(cfg, train=replace(t, grad_accum=t.global_batch // per_pass))
+    return resolve_budgets(cfg, world)
 
 
-PHASE_KEYS = re.compile(r"\b(until_step|train|lr_scale|warmup_steps):(?! )")
+def resolve_budgets(cfg: RunConfig, world: int) -> RunConfig:
+    """Budgets given in tokens (train.max_tokens, a phase's until_tokens, train.total_tokens),
+    times train.budget_scale, become steps of this run's global batch (rounded up), so a recipe
+    keeps its token budgets whatever the batch and the number of ranks."""
+    t = cfg.train
+    per_step = t.micro_batch * t.grad_accum * world * cfg.model.ctx_len
+
+    def steps(tokens: int) -> int:
+        return max(1, math.ceil(tokens * t.budget_scale / per_step))
+
+    phases = []
+    for i, phase in enumerate(cfg.freeze.phases):
+        if phase.until_tokens is not None:
+            if phase.until_step is not None or phase.until_tokens <= 0:
+                raise ValueError(f"freeze.phases[{i}].until_tokens={phase.until_tokens}: must be a "
+                                 "positive number of tokens, and until_step unset")
+            phase = replace(phase, until_step=steps(phase.until_tokens))
+        phases.append(phase)
+    t = replace(t, max_steps=steps(t.max_tokens) if t.max_tokens else t.max_steps,
+                total_tokens=round(t.total_tokens * t.budget_scale) if t.total_tokens else None,
+                max_tokens=None, budget_scale=1.0)
+    phases = [replace(p, until_tokens=None) for p in phases]
+    return replace(cfg, train=t, freeze=replace(cfg.freeze, phases=phases))
+
+
+PHASE_KEYS = re.compile(r"\b(until_step|until_tokens|train|lr_scale|lr_final|lr|warmup_steps|loss|ce|kl|align):(?! )")
 
 
 def _spaced_phases(override: str) -> str:
@@ -201,13 +235,15 @@ def _spaced_phases(override: str) -> str:
     return PHASE_KEYS.sub(r"\1: ", override)
 
 
-def load_run_config(config: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Schema <- YAML file <- overrides; unknown keys and wrong types fail here, naming the key."""
+def load_run_config(config: str | Path | list | None = None,
+                    overrides: list[str] | None = None) -> RunConfig:
+    """Schema <- YAML file(s), later ones over earlier ones (a recipe, then the model section a
+    converter wrote) <- overrides; unknown keys and wrong types fail here, naming the key."""
     layers = [OmegaConf.structured(RunConfig)]
-    if config is not None:
-        if not Path(config).is_file():
-            raise FileNotFoundError(f"config file {config} does not exist")
-        layers.append(OmegaConf.load(config))
+    for path in [config] if isinstance(config, (str, Path)) else config or []:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        layers.append(OmegaConf.load(path))
     if overrides:
         layers.append(OmegaConf.from_dotlist([_spaced_phases(o) for o in overrides]))
     merged = OmegaConf.merge(*layers)
@@ -222,7 +258,8 @@ def to_yaml(cfg: RunConfig) -> str:
 
 def parse_args(argv: list[str] | None, description: str) -> tuple[RunConfig, argparse.Namespace]:
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--config", help="YAML run config (configs/train/...)")
+    parser.add_argument("--config", action="append",
+                        help="YAML run config (configs/train/...); repeat it to layer several")
     parser.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. train.max_steps=50")
     # the deepspeed launcher passes this; the rank is read from LOCAL_RANK, which it also sets
     parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)

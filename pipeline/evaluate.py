@@ -2,6 +2,7 @@
 
     python -m pipeline.evaluate --run runs/<name> [--step N] [--data DIR] [--batches N] [--log-mlflow]
     python -m pipeline.evaluate --model DIR --data DIR [--batches N]
+    ... --teacher TEACHER_DIR: also the teacher's loss and KL(teacher || model) on the same windows
 
 Scores the windows the trainer's validation scores: the first --batches x the run's global batch
 windows of the val split in its fixed, unshuffled order (pipeline/data/val_windows.py), in
@@ -91,16 +92,31 @@ def val_loss(model, data: DataDir, plan: EvalPlan) -> float:
 
 
 def evaluate(loaded: LoadedModel, data_path: Path, batches: int | None = None,
-             micro_batch: int | None = None) -> dict:
+             micro_batch: int | None = None, teacher: Path | None = None) -> dict:
     data = DataDir.open(data_path)
     check_vocab(loaded.cfg.vocab_size, data.vocab_size, data_path)
     plan = plan_for(loaded, batches, micro_batch)
     loss = val_loss(loaded.model, data, plan)
-    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)),
+    extra = against_teacher(loaded, data, plan, teacher) if teacher else {}
+    return {"loss": loss, **extra, "perplexity": math.exp(min(loss, 700.0)),
             "tokens": plan.windows * plan.ctx_len, "batches": plan.batches, "windows": plan.windows,
             "global_batch": plan.global_batch, "micro_batch": plan.micro_batch,
             "ctx_len": plan.ctx_len, "step": loaded.step, "data": str(data_path),
             "source": str(loaded.source)}
+
+
+def against_teacher(loaded: LoadedModel, data: DataDir, plan: EvalPlan, path: Path) -> dict:
+    """The teacher's loss and KL(teacher || model) over the plan's windows (distillation)."""
+    from .distill.measure import compare_with_teacher
+    from .distill.teacher import Teacher, describe
+
+    info = describe(path)
+    if info.vocab_size < loaded.cfg.vocab_size:
+        raise ValueError(f"--teacher {path}: its vocabulary ({info.vocab_size}) is smaller than the "
+                         f"model's ({loaded.cfg.vocab_size})")
+    teacher = Teacher(info, torch.device("cpu"), torch.float32)
+    val = ValWindows(data, plan.ctx_len, plan.windows)
+    return compare_with_teacher(loaded.model, teacher, val, plan.micro_batch)
 
 
 def log_to_mlflow(loaded: LoadedModel, result: dict) -> str:
@@ -137,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--micro-batch", type=int,
                         help="windows per forward pass (default: train.micro_batch)")
     parser.add_argument("--log-mlflow", action="store_true", help="log to the run's MLflow run")
+    parser.add_argument("--teacher", type=Path, help="a distillation teacher (Hugging Face dir or "
+                        "export dir): also report its loss and KL(teacher || model)")
     args = parser.parse_args(argv)
     try:
         check_counts(args.batches, args.micro_batch)
@@ -144,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         data_path = args.data or run_data_path(loaded)
         if data_path is None:
             raise ValueError(f"{args.model} has no run config naming its data: pass --data DIR")
-        result = evaluate(loaded, data_path, args.batches, args.micro_batch)
+        result = evaluate(loaded, data_path, args.batches, args.micro_batch, args.teacher)
         if args.log_mlflow:
             result["mlflow_run_id"] = log_to_mlflow(loaded, result)
     except (FileNotFoundError, ValueError, PipelineError) as err:

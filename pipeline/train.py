@@ -26,12 +26,13 @@ from .training import checkpointing, faults, freezing, phase_switch, run_guard
 from .records import run_status
 from .config import RunConfig, fit_to_world, parse_args, resolve_precision, to_yaml
 from .data.sources import TrainingData, open_sources
+from .distill import config as distill
 from .data.val_windows import ValWindows, check_split, summed_loss
-from .training.distributed import Dist, all_mean, init_distributed
+from .training.distributed import Dist, all_mean, all_means, init_distributed
 from .errors import PipelineError
 from .training.flops import flops_per_token, peak_flops
 from .training.metrics import MetricsLog
-from .training.schedule import lr_at
+from .training.schedule import scheduled_lr
 from .training.preemption import StopRequest
 from .data.prefetch import Prefetcher
 from .training.progress import Progress
@@ -71,7 +72,7 @@ def set_lr(engine, cfg: RunConfig, step: int, tokens: int, tokens_per_step: int,
     """Set every group's lr for the step after `step` completed ones. The groups a freeze phase
     newly trains (not carried over) ramp up over its warmup_steps. Returns the scheduled lr and
     the one the newly trained groups got (before their lr_scale; None when there are none)."""
-    lr = lr_at(step, tokens, cfg.train, tokens_per_step)
+    lr = scheduled_lr(cfg, step, tokens, tokens_per_step, phase)
     ramp = freezing.new_params_lr_factor(cfg.freeze, phase, step)
     lr_new = None
     for group in engine.optimizer.param_groups:
@@ -114,6 +115,10 @@ def prepare(cfg: RunConfig) -> tuple[RunConfig, TrainingData]:
     if cfg.train.val_every and cfg.train.val_batches:
         check_split(data.first, cfg.model.ctx_len)
     freezing.validate(cfg.freeze, build_model(cfg.model, device="meta"), cfg.train.max_steps)
+    teacher = distill.validate(cfg)
+    if teacher is not None:
+        distill.check_tokenizer(teacher, data.tokenizer_sha256, cfg.data.path,
+                                cfg.train.allow_other_tokenizer)
     if cfg.train.init_from:
         source_kind(Path(cfg.train.init_from))
     run_dir = Path(cfg.train.out_dir) / cfg.train.run_name
@@ -122,21 +127,24 @@ def prepare(cfg: RunConfig) -> tuple[RunConfig, TrainingData]:
     return cfg, data
 
 
-def optimizer_step(engine, next_batch, cfg: RunConfig, step: int, dist: Dist) -> tuple[float, bool]:
-    """One optimizer step over grad_accum micro-batches: (mean loss over ranks, step applied).
+def optimizer_step(engine, objective, next_batch, cfg: RunConfig, step: int, dist: Dist
+                   ) -> tuple[float, dict[str, float], bool]:
+    """One optimizer step over grad_accum micro-batches of the phase's objective: (mean loss over
+    ranks, the means of its parts (distillation's ce/kl/align), step applied).
 
     A non-finite loss makes non-finite gradients, which DeepSpeed's optimizer detects and skips
     the update for (the stage-0 optimizer does the same), so a bad batch never reaches the weights.
     """
     loss_sum = 0.0
     for _ in range(cfg.train.grad_accum):
-        loss = lm_loss(engine, next_batch().to(dist.device, non_blocking=True))
+        loss = objective(engine, next_batch().to(dist.device, non_blocking=True))
         if faults.armed("nan_loss", step, dist.rank):
             loss = loss * float("nan")
         engine.backward(loss)
         engine.step()
         loss_sum += loss.item()
-    return all_mean(loss_sum / cfg.train.grad_accum, dist.device), engine.was_step_applied()
+    parts = all_means(objective.take_parts(), dist.device)
+    return all_mean(loss_sum / cfg.train.grad_accum, dist.device), parts, engine.was_step_applied()
 
 
 def train(cfg: RunConfig, data: TrainingData) -> None:
@@ -152,6 +160,8 @@ def train(cfg: RunConfig, data: TrainingData) -> None:
     val = val_windows(data, cfg, dist) if t.val_every and t.val_batches else None
     start = open_run(cfg, dist, ckpt_dir, stream)
     engine, phase = start.engine, start.phase
+    teacher = distill.load_teacher(cfg, dist.device)
+    objective = distill.objective_for(cfg, phase, teacher)
     step, tokens_seen, skipped = start.step, start.tokens, start.skipped_steps
     if dist.is_main:  # only now: a run that cannot start leaves its old config in place
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -182,10 +192,11 @@ def train(cfg: RunConfig, data: TrainingData) -> None:
             if (want := freezing.phase_at(cfg.freeze, step)) != phase:
                 phase, state_bytes = want, None
                 engine, start.trainable = phase_switch.switch(engine, cfg, phase, dist.world, dist.device)
+                objective = distill.objective_for(cfg, phase, teacher)
                 announce_phase(phase, step, start.trainable, progress, tracker)
             t0 = time.perf_counter()
             lr, lr_new = set_lr(engine, cfg, step, tokens_seen, tokens_per_step, phase)
-            loss, applied = optimizer_step(engine, next_batch, cfg, step + 1, dist)
+            loss, parts, applied = optimizer_step(engine, objective, next_batch, cfg, step + 1, dist)
             step += 1
             tokens_seen += tokens_per_step
             bad_in_a_row = 0 if applied else bad_in_a_row + 1
@@ -193,7 +204,7 @@ def train(cfg: RunConfig, data: TrainingData) -> None:
             seconds = time.perf_counter() - t0
             record = {"step": step, "loss": loss, "lr": lr, "tokens": tokens_seen,
                       "grad_norm": float(engine.get_global_grad_norm() or 0.0) if applied else None,
-                      "tokens_per_s": tokens_per_step / seconds, "skipped_steps": skipped}
+                      "tokens_per_s": tokens_per_step / seconds, "skipped_steps": skipped, **parts}
             if cfg.freeze.phases or cfg.peft.method:  # optimizer state exists after a phase's first step
                 state_bytes = state_bytes or phase_switch.optimizer_state_bytes(engine)
                 record.update(phase=phase, trainable_params=start.trainable,

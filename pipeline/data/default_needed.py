@@ -23,7 +23,7 @@ def is_default(path: str) -> bool:
     return Path(path).resolve() == Path(DEFAULT_DATA_PATH).resolve()
 
 
-def train_paths(config: str | None, overrides: list[str]) -> list[str]:
+def train_paths(config: list[str] | None, overrides: list[str]) -> list[str]:
     """The data dirs a training run reads: every data.mix source, else data.path."""
     from pipeline.config import load_run_config
 
@@ -31,14 +31,16 @@ def train_paths(config: str | None, overrides: list[str]) -> list[str]:
     return [m.path for m in data.mix] or [data.path]
 
 
-def compare_paths(config: str | None, overrides: list[str]) -> list[str]:
+def compare_paths(config: list[str] | None, overrides: list[str]) -> list[str]:
     """pipeline.compare opens its `data` dir itself, whatever train_overrides say."""
     from pipeline.compare import load_config
 
-    return [load_config(config, overrides).data]
+    if config and len(config) > 1:
+        raise ValueError(f"make compare takes one --config, got {len(config)}: {', '.join(config)}")
+    return [load_config(config[0] if config else None, overrides).data]
 
 
-def needed(command: str, config: str | None, overrides: list[str]) -> bool:
+def needed(command: str, config: list[str] | None, overrides: list[str]) -> bool:
     paths = (train_paths if command == "train" else compare_paths)(config, overrides)
     return any(is_default(p) for p in paths)
 
@@ -53,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.data.default_needed",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=("train", "compare"))
-    parser.add_argument("--config", help="the YAML the command gets (make's CONFIG)")
+    parser.add_argument("--config", action="append",
+                        help="the YAML the command gets (make's CONFIG, and any in its ARGS)")
     parser.add_argument("overrides", nargs="*", help="the command's key=value overrides (make's ARGS)")
     args = parser.parse_intermixed_args(argv)
     try:

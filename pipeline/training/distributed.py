@@ -65,3 +65,12 @@ def all_mean(value: float, device: torch.device) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=device)
     torch.distributed.all_reduce(t)
     return t.item() / torch.distributed.get_world_size()
+
+
+def all_means(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    """Each value's mean over the ranks, in one all-reduce (every rank has the same keys)."""
+    if not values:
+        return {}
+    t = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    return {k: v / torch.distributed.get_world_size() for k, v in zip(values, t.tolist())}

@@ -4,9 +4,12 @@
 (the last phase has none and runs to the end). Each phase trains the union of its selectors and
 freezes everything else:
 
-    all | finch | gold | embeddings | head | kv_compression | norms | layers:A-B | a name glob
+    all | finch | gold | mixers | embeddings | head | kv_compression | norms | layers:A-B | a glob
 
-`head` includes the final norm that feeds it; `norms` is every LayerNorm/RMSNorm parameter.
+`head` includes the final norm that feeds it; `norms` is every LayerNorm/RMSNorm parameter;
+`mixers` every time-mix parameter, recurrent and GOLD, with the key compression that only GOLD's
+attention reads (distillation's align stage trains them).
+A phase's `loss` (`ce`, `align`, `kl` or a weighted sum) is pipeline/distill/objective.py's.
 A phase after the first may carry `warmup_steps`: the parameters it trains that the phase before
 froze start with fresh Adam state, whose first updates are the largest, so their lr ramps up
 (see `new_params_lr_factor`).
@@ -16,20 +19,24 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from torch import nn
 
-NAMED = ("all", "finch", "gold", "embeddings", "head", "kv_compression", "norms")
+NAMED = ("all", "finch", "gold", "mixers", "embeddings", "head", "kv_compression", "norms")
 LAYERS = re.compile(r"^layers:(\d+)-(\d+)$")
 
 
 @dataclass
 class PhaseConfig:
     until_step: Optional[int] = None
+    until_tokens: Optional[int] = None  # instead of until_step: a budget in tokens (pipeline/config.py)
     train: List[str] = field(default_factory=list)
     lr_scale: float = 1.0
+    lr: Optional[float] = None        # set: this phase runs its own schedule, lr -> lr_final
+    lr_final: Optional[float] = None  # (train.lr_schedule's shape over the phase's steps)
     warmup_steps: int = 0  # newly trainable parameters ramp up over this many steps (phase > 0)
+    loss: Any = "ce"  # ce | align | kl | {kl: 0.5, ce: 0.5} (pipeline/distill/objective.py)
 
 
 @dataclass
@@ -57,6 +64,9 @@ def select(model: nn.Module, selector: str) -> set[str]:
         return set(names)
     if selector in ("finch", "gold"):
         return {n for n in names if kinds.get(_block_index(n)) == selector}
+    if selector == "mixers":
+        return {n for n in names if n.startswith("kv_compression.")
+                or (_block_index(n) is not None and n.split(".")[2] == "att")}
     if selector == "embeddings":
         return {n for n in names if n.startswith("emb.")}
     if selector == "head":
@@ -96,6 +106,11 @@ def validate(cfg: FreezeConfig, model: nn.Module, max_steps: int) -> None:
             previous = phase.until_step
         if phase.lr_scale <= 0:
             raise ValueError(f"{where}.lr_scale={phase.lr_scale}: must be > 0")
+        if phase.lr_final is not None and phase.lr is None:
+            raise ValueError(f"{where}.lr_final={phase.lr_final}: needs the phase's own lr")
+        for key in ("lr", "lr_final"):
+            if getattr(phase, key) is not None and getattr(phase, key) < 0:
+                raise ValueError(f"{where}.{key}={getattr(phase, key)}: must be >= 0")
         if phase.warmup_steps < 0 or (i == 0 and phase.warmup_steps):
             raise ValueError(f"{where}.warmup_steps={phase.warmup_steps}: must be >= 0, and 0 in the "
                              "first phase (train.warmup_steps warms the start up)")
@@ -142,3 +157,4 @@ def apply(model: nn.Module, cfg: FreezeConfig, index: int) -> int:
     for name, p in model.named_parameters():
         p.requires_grad_(chosen is None or name in chosen)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+

@@ -6,6 +6,9 @@ Warm-up scales the lr by 0.2 + 0.8·step/warmup_steps for the first warmup_steps
 p = (tokens − warmup tokens) / (total tokens − warmup tokens), clamped to [0, 1], where tokens are
 those seen before this step (the reference's global_step × batch × ctx) and total tokens are
 `train.total_tokens` (the reference's my_exit_tokens) or else `train.max_steps` steps' worth.
+
+A freeze phase with its own `lr` (distillation's stages: ARWKV and RADLADS run each stage as its
+own schedule) decays from its lr to its lr_final over its own steps instead (`phase_lr_at`).
 """
 from __future__ import annotations
 
@@ -47,3 +50,25 @@ def lr_at(step: int, tokens: int, train, tokens_per_step: int) -> float:
     if step < train.warmup_steps:
         lr *= 0.2 + 0.8 * step / train.warmup_steps
     return lr
+
+
+def phase_lr_at(step: int, start: int, end: int, lr: float, lr_final: float | None,
+                schedule: str) -> float:
+    """A phase's own lr for the optimizer step after `step` completed ones: lr at the phase's
+    first step `start`, lr_final (unset: lr, a constant rate) at its end `end`."""
+    p = min(max((step - start) / max(end - start - 1, 1), 0.0), 1.0)
+    return decayed(lr, lr if lr_final is None else lr_final, p, schedule)
+
+
+def scheduled_lr(cfg, step: int, tokens: int, tokens_per_step: int, phase: int) -> float:
+    """The base lr of the step after `step`: the phase's own schedule when it has an lr, else
+    the run's; train.warmup_steps warms the first phase up either way."""
+    phases = cfg.freeze.phases
+    if not phases or phases[phase].lr is None:
+        return lr_at(step, tokens, cfg.train, tokens_per_step)
+    start = phases[phase - 1].until_step if phase > 0 else 0
+    end = phases[phase].until_step or cfg.train.max_steps
+    lr = phase_lr_at(step, start, end, phases[phase].lr, phases[phase].lr_final,
+                     cfg.train.lr_schedule)
+    warmup = cfg.train.warmup_steps
+    return lr * (0.2 + 0.8 * step / warmup) if phase == 0 and step < warmup else lr

@@ -1,0 +1,1 @@
+"""Distillation from a teacher (ARWKV / RADLADS): the teacher, the per-phase losses, chunked KL."""
