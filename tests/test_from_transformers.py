@@ -21,6 +21,7 @@ STUDENTS = {  # name -> key=value overrides
     "goldfinch7": ["arch=goldfinch", "lower=rwkv7"],
     "finch": ["arch=finch"],
     "rwkv7": ["arch=rwkv7"],
+    "eagle": ["arch=finch", "lower=eagle"],
 }
 
 
@@ -231,6 +232,20 @@ def test_rope_scores_equal_teachers(qwen2_dir, tmp_path):
         unrotated = r0.view(9, 4, 16).transpose(0, 1) @ k0.view(9, 4, 16).permute(1, 2, 0)
     assert torch.allclose(got, want, atol=1e-4, rtol=1e-5)
     assert not torch.allclose(unrotated, want, atol=1e-2)
+
+
+def test_gold_query_is_interleaved_only_under_gold_rope(qwen2_dir, tmp_path):
+    cfg, _, model = _student(qwen2_dir, tmp_path, ["arch=goldfinch", "gold_rope_theta=10000"])
+    from safetensors.torch import load_file
+    teacher = load_file(str(qwen2_dir / "model.safetensors"))
+    order = torch.tensor([0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15])
+    for i in range(cfg.n_layer):
+        q = teacher[f"model.layers.{i}.self_attn.q_proj.weight"]
+        att = model.blocks[i].att
+        if cfg.block_mixer(i) == "gold":
+            assert torch.equal(att.query.weight, q.view(4, 16, 64)[:, order].reshape(64, 64))
+        else:  # no RoPE on r and k: the recurrent maps are not permuted
+            assert torch.equal(att.receptance.weight, q)
 
 
 @pytest.mark.parametrize("arch", ["goldfinch", "finch", "rwkv7", "goldfinch7", "eagle"])
