@@ -30,9 +30,10 @@ class LanguageModel(nn.Module):
         self.cache_dtype = DTYPES[cfg.cache_dtype]
         self.emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         norm = NORMS[cfg.norm]
-        self.ln0 = norm(cfg.n_embd)  # on the embeddings (the reference's blocks.0.ln0)
+        # on the embeddings (the reference's blocks.0.ln0); a transformer has none (emb_norm=False)
+        self.ln0 = norm(cfg.n_embd, cfg.norm_eps) if cfg.emb_norm else nn.Identity()
         self.blocks = nn.ModuleList()
-        self.ln_out = norm(cfg.n_embd)
+        self.ln_out = norm(cfg.n_embd, cfg.norm_eps)
         self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.grad_ckpt = False  # recompute each block in the backward pass (train.grad_ckpt)
         self.fused_ce = False   # loss through kernels.fused_linear_cross_entropy (train.fused_ce)

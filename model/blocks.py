@@ -39,7 +39,7 @@ class Block(nn.Module):
         att = TIME_MIXERS[self.mixer]
         self.kind = KIND[att.family]
         norm = NORMS[cfg.norm]
-        self.ln1, self.ln2 = norm(cfg.n_embd), norm(cfg.n_embd)
+        self.ln1, self.ln2 = norm(cfg.n_embd, cfg.norm_eps), norm(cfg.n_embd, cfg.norm_eps)
         self.att = att(cfg, layer)
         self.ffn = CHANNEL_MIXERS[cfg.channel_mixer](cfg.n_embd, cfg.ffn_width)
 

@@ -42,6 +42,11 @@ class ModelConfig:
     x070_lora_v: Optional[int] = None
     x070_lora_g: Optional[int] = None
     head_size_divisor: int = 8  # Eagle (x052) divides the WKV output by this before its GroupNorm
+    # a transformer's block shape, for students distilled from one (model.convert from-transformers)
+    norm_eps: Optional[float] = None  # eps of every block norm, ln0 and ln_out (unset: the norm's own)
+    emb_norm: bool = True             # False: no norm on the embeddings (ln0 is the identity)
+    att_bias: bool = False            # biases on the q/k/v-like maps of every time mixer
+    rk_rope_theta: Optional[float] = None  # RoPE on r and k of the recurrent mixers (unset: none)
     cache_dtype: str = "bfloat16"
 
     def __post_init__(self) -> None:
@@ -64,6 +69,7 @@ class ModelConfig:
         if self.gold_ratio < 1:
             raise bad("gold_ratio", "must be >= 1 (GOLD layers are 1/gold_ratio of all layers)")
         self._validate_parts(bad)
+        self._validate_transformer_shape(bad)
         if self.gold_rope_theta is not None:
             if self.arch != "goldfinch":
                 raise bad("gold_rope_theta", "only GoldFinch has GOLD blocks")
@@ -84,9 +90,23 @@ class ModelConfig:
             if self.n_finch == 0:
                 raise bad("n_layer", f"too few layers for gold_ratio={self.gold_ratio}: no recurrent "
                           "block below GOLD to make the key cache from")
-        if (self.arch == "llama" or self.gold_rope_theta is not None) and self.head_size % 2:
+        if (self.arch == "llama" or self.gold_rope_theta is not None or self.rk_rope_theta
+                is not None) and self.head_size % 2:
             raise bad("head_size", "RoPE needs an even head size")
         return self
+
+    def _validate_transformer_shape(self, bad) -> None:
+        if self.norm_eps is not None and not 0 < self.norm_eps < 1:
+            raise bad("norm_eps", "must be a small positive number (or unset: the norm's default)")
+        for key in ("emb_norm", "att_bias"):
+            if not isinstance(getattr(self, key), bool):
+                raise bad(key, "must be true or false")
+        if self.rk_rope_theta is not None:
+            if self.arch == "llama":
+                raise bad("rk_rope_theta", "is RoPE on the recurrent mixers' r and k; the Llama "
+                          "baseline has none (its RoPE base is model.rope_theta)")
+            if self.rk_rope_theta <= 0:
+                raise bad("rk_rope_theta", "must be a positive RoPE base (or unset: no RoPE)")
 
     def _validate_parts(self, bad) -> None:
         if self.lower is not None:

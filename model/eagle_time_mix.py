@@ -13,8 +13,9 @@ from torch import nn
 from kernels import wkv6
 
 from .finch_time_mix import bonus_schedule, decay_schedule
-from .init_schedules import channel_ramp, ln_x_scale, orthogonal, ratios
+from .init_schedules import channel_ramp, ln_x_scale, orthogonal, ratios, zero_biases
 from .part import TimeMixer
+from .rope import rope_tokens
 from .token_mixing import token_shift
 
 
@@ -26,13 +27,14 @@ class EagleTimeMix(TimeMixer):
         super().__init__()
         d, a = cfg.n_embd, cfg.att_width
         self.n_head, self.head_size, self.divisor = cfg.n_head, cfg.head_size, cfg.head_size_divisor
+        self.rope_theta = cfg.rk_rope_theta
         for name in ("time_mix_k", "time_mix_v", "time_mix_r", "time_mix_g"):
             setattr(self, name, nn.Parameter(torch.empty(1, 1, d)))
         self.time_decay = nn.Parameter(torch.empty(self.n_head, self.head_size))
         self.time_faaaa = nn.Parameter(torch.empty(self.n_head, self.head_size))
-        self.receptance = nn.Linear(d, a, bias=False)
-        self.key = nn.Linear(d, a, bias=False)
-        self.value = nn.Linear(d, a, bias=False)
+        self.receptance = nn.Linear(d, a, bias=cfg.att_bias)
+        self.key = nn.Linear(d, a, bias=cfg.att_bias)
+        self.value = nn.Linear(d, a, bias=cfg.att_bias)
         self.output = nn.Linear(a, d, bias=False)
         self.gate = nn.Linear(d, a, bias=False)
         self.ln_x = nn.GroupNorm(self.n_head, a)
@@ -46,6 +48,7 @@ class EagleTimeMix(TimeMixer):
         xx = token_shift(x, st.att_shift)
         r, k, v = (lin(self._mix(x, xx, n)) for lin, n in
                    ((self.receptance, "r"), (self.key, "k"), (self.value, "v")))
+        r, k = (rope_tokens(t, self.n_head, ctx.start, self.rope_theta) for t in (r, k))
         g = F.silu(self.gate(self._mix(x, xx, "g")))
         heads = (b, t, self.n_head, self.head_size)
         w = self.time_decay.expand(heads)
@@ -73,6 +76,7 @@ class EagleTimeMix(TimeMixer):
         orthogonal(self.receptance.weight)
         orthogonal(self.key.weight, 0.1)
         orthogonal(self.value.weight)
+        zero_biases(self.receptance, self.key, self.value)
         nn.init.zeros_(self.output.weight)
         orthogonal(self.gate.weight, 0.1)
         self.ln_x.weight.fill_(ln_x_scale(layer, n_layer))

@@ -7,8 +7,9 @@ from torch import nn
 
 from kernels import wkv6
 
-from .init_schedules import channel_ramp, ln_x_scale, orthogonal, ratios
+from .init_schedules import channel_ramp, ln_x_scale, orthogonal, ratios, zero_biases
 from .part import TimeMixer
+from .rope import rope_tokens
 from .token_mixing import DDLerp, TanhLoRA
 
 
@@ -53,13 +54,20 @@ class _FinchFamily(TimeMixer):
         super().__init__()
         d, a = cfg.n_embd, cfg.att_width
         self.n_head, self.head_size = cfg.n_head, cfg.head_size
+        self.rope_theta = cfg.rk_rope_theta
         self.mix = DDLerp(d, self.slots, cfg.mix_lora_rank)
-        self.receptance = nn.Linear(d, a, bias=False)
-        self.key = nn.Linear(d, a, bias=False)
-        self.value = nn.Linear(d, a, bias=False)
+        self.receptance = nn.Linear(d, a, bias=cfg.att_bias)
+        self.key = nn.Linear(d, a, bias=cfg.att_bias)
+        self.value = nn.Linear(d, a, bias=cfg.att_bias)
         self.output = nn.Linear(a, d, bias=False)
         self.decay_base = nn.Parameter(torch.empty(a))
         self.decay_lora = TanhLoRA(d, cfg.decay_lora_rank, a)
+
+    def receptance_key(self, m: dict, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """r and k, rotated for their absolute positions when model.rk_rope_theta is set."""
+        r, k = self.receptance(m["r"]), self.key(m["k"])
+        return (rope_tokens(r, self.n_head, start, self.rope_theta),
+                rope_tokens(k, self.n_head, start, self.rope_theta))
 
     def _wkv(self, r, k, v, w, u, wkv_state):
         b, t, _ = r.shape
@@ -80,6 +88,7 @@ class _FinchFamily(TimeMixer):
         orthogonal(self.receptance.weight)
         orthogonal(self.key.weight, 0.1)
         orthogonal(self.value.weight)
+        zero_biases(self.receptance, self.key, self.value)
         nn.init.zeros_(self.output.weight)
         self.decay_base.copy_(decay_schedule(self.decay_base.numel(), layer, n_layer,
                                              self.decay_base.device))
@@ -117,8 +126,8 @@ class FinchTimeMix(_FinchFamily):
         """x [B, T, C] (already normed) -> (out, the new token shift and WKV state)."""
         m = self.mix(x, st.att_shift)
         w = self.decay_base + self.decay_lora(m["w"])
-        y, wkv_state = self._wkv(self.receptance(m["r"]), self.key(m["k"]), self.value(m["v"]), w,
-                                 self.bonus, st.wkv)
+        r, k = self.receptance_key(m, ctx.start)
+        y, wkv_state = self._wkv(r, k, self.value(m["v"]), w, self.bonus, st.wkv)
         b, t, a = y.shape
         y = self.ln_x(y.reshape(b * t, a)).view(b, t, a) * F.silu(self.gate(m["g"]))
         return self.output(y), {"att_shift": x[:, -1], "wkv": wkv_state}
@@ -159,11 +168,11 @@ class FinchC2TimeMix(_FinchFamily):
     def forward(self, x: torch.Tensor, st, ctx):
         m = self.mix(x, st.att_shift)
         w = self.decay_base + self.decay_lora(m["w"])
-        k = self.key(m["k"])
+        r, k = self.receptance_key(m, ctx.start)
         if self.one_minus_w:
             k = k * -torch.expm1(-torch.exp(w))  # one minus the per-channel decay
         u = None if self.use_v2 else self.bonus
-        y, wkv_state = self._wkv(self.receptance(m["r"]), k, self.value(m["v"]), w, u, st.wkv)
+        y, wkv_state = self._wkv(r, k, self.value(m["v"]), w, u, st.wkv)
         if self.use_v2:
             y = y + self.value(m["v2"]) + self.v2_lora(m["v2"])
         return self.output(self.ln_x(y)), {"att_shift": x[:, -1], "wkv": wkv_state}

@@ -6,7 +6,7 @@ from torch import nn
 
 from .attention import causal_attention
 from .finch_time_mix import reset_ddlerp
-from .init_schedules import ln_x_scale, orthogonal
+from .init_schedules import ln_x_scale, orthogonal, zero_biases
 from .part import TimeMixer
 from .rope import apply_rope
 from .token_mixing import DDLerp, TanhLoRA, token_shift
@@ -32,7 +32,7 @@ class GoldTimeMix(TimeMixer):
         self.n_head, self.head_size, self.rope_theta = cfg.n_head, cfg.head_size, cfg.gold_rope_theta
         self.q_mix = DDLerp(d, ("q",), cfg.mix_lora_rank)
         self.kv_mix = DDLerp(d, ("k", "v"), cfg.mix_lora_rank)
-        self.query = nn.Linear(d, a, bias=False)
+        self.query = nn.Linear(d, a, bias=cfg.att_bias)
         self.k_lora = TanhLoRA(a, cfg.gold_lora_rank, a)
         self.v_lora = TanhLoRA(d, cfg.gold_lora_rank, a)
         self.ln_q, self.ln_k, self.ln_v = nn.LayerNorm(a), nn.LayerNorm(a), nn.LayerNorm(a)
@@ -77,6 +77,7 @@ class GoldTimeMix(TimeMixer):
         reset_ddlerp(self.q_mix, layer, n_layer)
         reset_ddlerp(self.kv_mix, layer, n_layer)
         orthogonal(self.query.weight)
+        zero_biases(self.query)
         self.k_lora.reset_parameters()
         self.v_lora.reset_parameters()
         nn.init.zeros_(self.output.weight)

@@ -31,3 +31,10 @@ def orthogonal_scaled(weight: torch.Tensor, scale: float) -> None:
 def ln_x_scale(layer: int, n_layer: int) -> float:
     """The time mix's output-norm weight: ((layer+1)/L)^0.7."""
     return ((layer + 1) / n_layer) ** 0.7
+
+
+def zero_biases(*linears: nn.Module) -> None:
+    """The q/k/v-like maps' biases (model.att_bias) start at zero, where no bias is."""
+    for lin in linears:
+        if lin.bias is not None:
+            nn.init.zeros_(lin.bias)

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from .attention import causal_attention
-from .init_schedules import orthogonal
+from .init_schedules import orthogonal, zero_biases
 from .part import TimeMixer
 from .rope import apply_rope
 
@@ -19,7 +19,7 @@ class LlamaAttention(TimeMixer):
         super().__init__()
         d, a = cfg.n_embd, cfg.att_width
         self.n_head, self.head_size, self.rope_theta = cfg.n_head, cfg.head_size, cfg.rope_theta
-        self.qkv = nn.Linear(d, 3 * a, bias=False)
+        self.qkv = nn.Linear(d, 3 * a, bias=cfg.att_bias)
         self.output = nn.Linear(a, d, bias=False)
 
     def forward(self, x: torch.Tensor, st, ctx):
@@ -45,6 +45,7 @@ class LlamaAttention(TimeMixer):
         """Every matrix orthogonal with gain 1 (q, k and v each on its own, as three maps)."""
         for part in self.qkv.weight.chunk(3, dim=0):
             nn.init.orthogonal_(part)
+        zero_biases(self.qkv)
         orthogonal(self.output.weight)
 
     def ref_rules(self, b, ours: str, ref: str) -> None:

@@ -33,11 +33,16 @@ CHANNEL_MIXERS: dict[str, type[ChannelMixer]] = {
 }
 
 
-def _rms_norm(dim: int) -> nn.Module:
-    return nn.RMSNorm(dim, eps=1e-6)
+def _layer_norm(dim: int, eps: float | None = None) -> nn.Module:
+    return nn.LayerNorm(dim, eps=1e-5 if eps is None else eps)
 
 
-NORMS = {"layernorm": nn.LayerNorm, "rmsnorm": _rms_norm}
+def _rms_norm(dim: int, eps: float | None = None) -> nn.Module:
+    return nn.RMSNorm(dim, eps=1e-6 if eps is None else eps)
+
+
+# norm constructors (dim, eps); eps None: the norm's default (model.norm_eps unset)
+NORMS = {"layernorm": _layer_norm, "rmsnorm": _rms_norm}
 
 
 def recurrent_mixers() -> tuple[str, ...]:

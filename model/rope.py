@@ -19,3 +19,13 @@ def apply_rope(x: torch.Tensor, start: int, theta: float) -> torch.Tensor:
     even, odd = pairs[..., 0], pairs[..., 1]
     rotated = torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1)
     return rotated.flatten(-2).to(x.dtype)
+
+
+def rope_tokens(x: torch.Tensor, n_head: int, start: int, theta: float | None) -> torch.Tensor:
+    """apply_rope on x [B, T, H·hd] laid out token-major, as the recurrent mixers hold r and k;
+    theta None leaves x as it is (model.rk_rope_theta unset)."""
+    if theta is None:
+        return x
+    b, t, width = x.shape
+    heads = x.view(b, t, n_head, width // n_head).transpose(1, 2)
+    return apply_rope(heads, start, theta).transpose(1, 2).reshape(b, t, width)

@@ -16,8 +16,10 @@ from torch import nn
 
 from kernels import wkv7
 
-from .init_schedules import channel_ramp, ln_x_scale, orthogonal, orthogonal_scaled, ratios
+from .init_schedules import (channel_ramp, ln_x_scale, orthogonal, orthogonal_scaled, ratios,
+                             zero_biases)
 from .part import TimeMixer
+from .rope import rope_tokens
 from .token_mixing import token_shift
 
 MIXES = ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g")
@@ -36,7 +38,7 @@ class RWKV7TimeMix(TimeMixer):
     def __init__(self, cfg, layer: int):
         super().__init__()
         c, self.layer = cfg.n_embd, layer
-        self.n_head, self.head_size = cfg.n_head, cfg.head_size
+        self.n_head, self.head_size, self.rope_theta = cfg.n_head, cfg.head_size, cfg.rk_rope_theta
         if cfg.att_width != c:
             raise ValueError(f"model.dim_att={cfg.dim_att}: RWKV-7 needs dim_att = n_embd")
         for name in MIXES:
@@ -50,9 +52,9 @@ class RWKV7TimeMix(TimeMixer):
         self.k_k = nn.Parameter(torch.empty(1, 1, c))
         self.k_a = nn.Parameter(torch.empty(1, 1, c))
         self.r_k = nn.Parameter(torch.empty(self.n_head, self.head_size))
-        self.receptance = nn.Linear(c, c, bias=False)
-        self.key = nn.Linear(c, c, bias=False)
-        self.value = nn.Linear(c, c, bias=False)
+        self.receptance = nn.Linear(c, c, bias=cfg.att_bias)
+        self.key = nn.Linear(c, c, bias=cfg.att_bias)
+        self.value = nn.Linear(c, c, bias=cfg.att_bias)
         self.output = nn.Linear(c, c, bias=False)
         self.ln_x = nn.GroupNorm(self.n_head, c, eps=64e-5)
 
@@ -63,9 +65,8 @@ class RWKV7TimeMix(TimeMixer):
         b, t, c = x.shape
         xx = token_shift(x, st.att_shift) - x
         xr, xw, xk, xv, xa, xg = (x + xx * getattr(self, name) for name in MIXES)
-        r = self.receptance(xr)
+        r, k = self.receptance_key(xr, xk, ctx.start)
         w = -F.softplus(-(self.w0 + torch.tanh(xw @ self.w1) @ self.w2)) - 0.5
-        k = self.key(xk)
         v = self.value(xv)
         if self.layer == 0:  # by layer, not by an empty ctx: recomputation must take this branch
             ctx.v_first = v
@@ -82,6 +83,13 @@ class RWKV7TimeMix(TimeMixer):
         bonus = (self._heads(r) * self._heads(k) * self.r_k).sum(dim=-1, keepdim=True)
         y = y + (bonus * self._heads(v)).view(b, t, c)
         return self.output(y * g), {"att_shift": x[:, -1], "wkv": wkv_state}
+
+    def receptance_key(self, xr: torch.Tensor, xk: torch.Tensor, start: int):
+        """r and k, rotated for their absolute positions when model.rk_rope_theta is set (before
+        kk and k's scaling read them, as RADLADS does)."""
+        r, k = self.receptance(xr), self.key(xk)
+        return (rope_tokens(r, self.n_head, start, self.rope_theta),
+                rope_tokens(k, self.n_head, start, self.rope_theta))
 
     @classmethod
     def infer_fields(cls, sd: dict, att: str) -> dict:
@@ -113,6 +121,7 @@ class RWKV7TimeMix(TimeMixer):
         orthogonal(self.receptance.weight)
         orthogonal(self.key.weight, 0.1)
         orthogonal(self.value.weight)
+        zero_biases(self.receptance, self.key, self.value)
         nn.init.zeros_(self.output.weight)
         self.ln_x.weight.fill_(ln_x_scale(layer, n_layer))
         nn.init.zeros_(self.ln_x.bias)

@@ -1,4 +1,5 @@
-"""Checkpoints of the paper's reference implementation (recursal/GoldFinch-paper) in and out.
+"""Checkpoints of the paper's reference implementation (recursal/GoldFinch-paper) in and out,
+and students built from a transformer teacher (`from_transformers`, in its own module).
 
 `import_reference(SRC.pth, DIR)` writes an exported model dir (`model.safetensors` + `config.json`);
 `export_reference(DIR, DST.pth)` writes the reference's state dict back, names, shapes and dtypes
@@ -17,11 +18,13 @@ from pathlib import Path
 import torch
 
 from ..config import ModelConfig
+from .from_transformers import from_transformers
 from .infer import ConvertError, infer_config, refuse_lookalikes
 from .layout import reference_rules
+from .teacher import Teacher, read_teacher
 
-__all__ = ["ConvertError", "export_reference", "from_reference", "import_reference",
-           "infer_config", "read_reference", "to_reference"]
+__all__ = ["ConvertError", "Teacher", "export_reference", "from_reference", "from_transformers",
+           "import_reference", "infer_config", "read_reference", "read_teacher", "to_reference"]
 
 
 def _rules(cfg: ModelConfig):
@@ -139,6 +142,9 @@ def export_reference(model_dir: str | Path, dst: str | Path) -> dict[str, torch.
             raise ConvertError(f"{model_dir / name} is missing: not an exported model directory "
                                "(python -m pipeline.export, or model.convert import, makes one)")
     cfg = ModelConfig(**json.loads((model_dir / "config.json").read_text()))
-    ref = to_reference(cfg, load_file(str(model_dir / "model.safetensors")))
+    try:
+        ref = to_reference(cfg, load_file(str(model_dir / "model.safetensors")))
+    except ConvertError as err:
+        raise ConvertError(f"{model_dir}: {err}") from None
     _replace_atomically(Path(dst), lambda p: torch.save(ref, p))
     return ref

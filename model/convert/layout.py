@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 
 from ..config import ModelConfig
+from .infer import ConvertError
 
 Shape = tuple[int, ...]
 
@@ -97,9 +98,28 @@ class _Builder:
         self.rules.extend(reversed(lora) if b_first else lora)
 
 
+# keys whose non-default values have no tensor or setting in the authors' checkpoints
+UNREPRESENTABLE = (
+    ("att_bias", False, "their q/k/v-like maps have no biases"),
+    ("rk_rope_theta", None, "their recurrent mixers have no RoPE on r and k"),
+    ("emb_norm", True, "their models always norm the embeddings (blocks.0.ln0)"),
+    ("norm_eps", None, "their norms keep the fixed eps of model.norm"),
+)
+
+
+def refuse_unrepresentable(cfg: ModelConfig) -> None:
+    """A model the reference layout cannot hold is refused, rather than silently dropping
+    tensors or settings (a student distilled from a transformer, say)."""
+    for key, plain, why in UNREPRESENTABLE:
+        if getattr(cfg, key) != plain:
+            raise ConvertError(f"model.{key}={getattr(cfg, key)!r}: the reference layout cannot "
+                               f"represent it ({why}); only model.{key}={plain!r} converts")
+
+
 def reference_rules(cfg: ModelConfig, model) -> list[Rule]:
     """Every tensor of `model` (built from `cfg`, on any device, meta too), in the authors'
     state-dict order."""
+    refuse_unrepresentable(cfg)
     our_shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     b = _Builder(cfg, our_shapes)
     b.same("emb.weight", "emb.weight")
