@@ -3,6 +3,7 @@
     python -m pipeline.lm_eval --run runs/<name> [--step N] --tasks lambada_openai,piqa
         [--include-path DIR] [--limit N] [--batch-size N] [--num-fewshot K] [--prefix-newline]
     python -m pipeline.lm_eval --model EXPORT_DIR --tasks ... [--tokenizer PATH] [--out DIR]
+    python -m pipeline.lm_eval --hf TEACHER_DIR --tasks ... [--out DIR]   (a distillation teacher)
 
 The model runs through its inference state (see pipeline/eval/lm_adapter.py). Prints lm-eval's
 results JSON on stdout and its table on stderr; writes `<run>/eval/step-<N>.json` (and the
@@ -28,7 +29,7 @@ from .inference.run_loading import LoadedModel, add_source_args, load, load_toke
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pipeline.lm_eval",
                                      description=__doc__.splitlines()[0])
-    add_source_args(parser)
+    add_source_args(parser, hf=True)
     parser.add_argument("--tasks", required=True, help="comma-separated lm-eval task names")
     parser.add_argument("--include-path", type=Path, help="extra directory of lm-eval task YAML")
     parser.add_argument("--limit", help="documents per task (or a fraction below 1)")
@@ -70,6 +71,28 @@ def record(loaded: LoadedModel, results: dict, out: Path | None, log_mlflow: boo
     return where
 
 
+def evaluate_hf(args: argparse.Namespace) -> int:
+    """The same tasks on a Hugging Face model through lm-eval's HFLM (offline; nothing is written
+    into its dir: results go to --out, default runs/eval/<its name>)."""
+    import os
+
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.utils import handle_non_serializable, make_table
+
+    if not (args.hf / "config.json").is_file():
+        raise FileNotFoundError(f"--hf {args.hf}: no config.json: not a Hugging Face model dir")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    lm = HFLM(pretrained=str(args.hf), batch_size=args.batch_size, device=args.device)
+    results = run_tasks(lm, parse_tasks(args.tasks), args.include_path, parse_limit(args.limit),
+                        args.num_fewshot, args.bootstrap_iters)
+    summary_path, samples = eval_results.write(results, args.out or Path("runs/eval") / args.hf.name, None)
+    print(make_table(results), file=sys.stderr)
+    summary = {k: v for k, v in results.items() if k != "samples"}
+    summary.update(source=str(args.hf), results_file=str(summary_path), samples_file=str(samples))
+    print(json.dumps(summary, default=handle_non_serializable))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from lm_eval.utils import handle_non_serializable, make_table
 
@@ -79,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--batch-size={args.batch_size}: must be a positive integer")
         parse_tasks(args.tasks)
         parse_limit(args.limit)
+        if args.hf:
+            return evaluate_hf(args)
         loaded = load(args.run, args.model, args.step)
         tokenizer = load_tokenizer(loaded, args.tokenizer)
         results = evaluate(loaded, tokenizer, args)

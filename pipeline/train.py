@@ -115,6 +115,7 @@ def prepare(cfg: RunConfig) -> tuple[RunConfig, TrainingData]:
     if cfg.train.val_every and cfg.train.val_batches:
         check_split(data.first, cfg.model.ctx_len)
     freezing.validate(cfg.freeze, build_model(cfg.model, device="meta"), cfg.train.max_steps)
+    distill.check_student(cfg)
     teacher = distill.validate(cfg)
     if teacher is not None:
         distill.check_tokenizer(teacher, data.tokenizer_sha256, cfg.data.path,

@@ -87,3 +87,24 @@ def objective_for(cfg, phase: int, teacher):
     d = cfg.distill
     return Objective(phase_losses(cfg)[phase], teacher, d.temperature, d.kl_chunk,
                      report_parts=teacher is not None)
+
+
+def check_student(cfg) -> None:
+    """A train.init_from made by `model.convert from-transformers` (it has teacher.json) must be
+    built with its own model keys: loading by matching names would silently drop what the run's
+    model lacks (q/k/v biases) or fail late on shapes. The fix is to layer its model.yaml."""
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    src = Path(cfg.train.init_from) if cfg.train.init_from else None
+    if src is None or not (src / "teacher.json").is_file() or not (src / "config.json").is_file():
+        return
+    student = json.loads((src / "config.json").read_text())
+    ours = asdict(cfg.model)
+    differ = [f"model.{k}={ours.get(k)!r} (the student's: {v!r})" for k, v in sorted(student.items())
+              if k not in ("ctx_len", "cache_dtype") and ours.get(k) != v]
+    if differ:
+        raise ValueError(f"train.init_from={src} is a student built by from-transformers, but this "
+                         f"run's model differs: {'; '.join(differ)}. Add --config {src / 'model.yaml'} "
+                         "(after the recipe's) to build the student it holds")

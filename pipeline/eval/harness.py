@@ -64,6 +64,7 @@ def run_tasks(lm: GoldFinchLM, tasks: list[str], include_path: str | Path | None
     results = simple_evaluate(model=lm, tasks=tasks, limit=limit, num_fewshot=num_fewshot,
                               task_manager=manager, log_samples=True,
                               bootstrap_iters=bootstrap_iters)
-    results["goldfinch"] = {"seconds": time.perf_counter() - t0, "batch_size": lm.batch_size,
-                            "share_context": lm.share_context, "tokens_fed": dict(lm.stats)}
+    results["goldfinch"] = {"seconds": time.perf_counter() - t0, "batch_size": lm.batch_size}
+    if hasattr(lm, "stats"):  # our adapter; a Hugging Face teacher runs through lm-eval's own
+        results["goldfinch"].update(share_context=lm.share_context, tokens_fed=dict(lm.stats))
     return results

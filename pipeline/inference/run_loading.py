@@ -159,9 +159,14 @@ def prefill_cache_bytes(model: LanguageModel, tokens: torch.Tensor) -> dict:
             "fixed_state_bytes": state.recurrent_bytes()}
 
 
-def add_source_args(parser, step_help: str = "checkpoint step (default: the latest complete one)") -> None:
-    """--run or --model (one of them), and --step: how evaluate and generate name their model."""
+def add_source_args(parser, step_help: str = "checkpoint step (default: the latest complete one)",
+                    hf: bool = False) -> None:
+    """--run or --model (one of them), and --step: how evaluate and generate name their model;
+    with `hf`, --hf (a Hugging Face model dir, such as a distillation teacher) is a third choice."""
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", type=Path, help="run directory (runs/<name>)")
     source.add_argument("--model", type=Path, help="exported model dir (model.safetensors + config.json)")
+    if hf:
+        source.add_argument("--hf", type=Path, help="a local Hugging Face causal-LM dir (e.g. a "
+                            "distillation teacher), run through lm-eval's own HF model, offline")
     parser.add_argument("--step", type=int, help=step_help)

@@ -45,8 +45,8 @@ def build_engine(model: torch.nn.Module, train, world: int, carried: set[str] | 
     """Wrap the model in a DeepSpeed engine whose optimizer holds only trainable parameters."""
     import deepspeed
 
-    if train.fused_ce and train.zero_stage == 3:
-        # the fused loss reads head.weight inside the model's own forward, not the head's
+    if train.zero_stage == 3:
+        # the fused loss and distillation's KL read head.weight inside the model's own forward
         deepspeed.zero.register_external_parameter(model, model.head.weight)
     optimizer = build_optimizer(model, train, carried, lr_scale)
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer,
