@@ -162,3 +162,23 @@ def test_startup_checks_name_the_key(tmp_path):
     with pytest.raises(ValueError, match="data.tokenizer="):
         check_tokenizer(describe(tmp_path), "0" * 64, "data/x", allow_other=False)
     check_tokenizer(describe(tmp_path), "0" * 64, "data/x", allow_other=True)
+
+
+@pytest.mark.parametrize("recipe", ["distill-radlads-goldfinch", "distill-arwkv-goldfinch"])
+def test_distill_recipes_load_and_scale(recipe, tmp_path):
+    """Each recipe layered under a student's model.yaml: three stages with their losses, lrs and
+    budgets in tokens; budget_scale shrinks every budget alike."""
+    from pipeline.distill.config import phase_losses
+
+    (tmp_path / "model.yaml").write_text("model:\n  n_layer: 3\n  n_embd: 64\n  norm: rmsnorm\n")
+    files = [f"configs/recipes/{recipe}.yaml", str(tmp_path / "model.yaml")]
+    cfg = load_run_config(files, ["train.budget_scale=0.001"])
+    assert cfg.model.norm == "rmsnorm" and cfg.model.n_layer == 3
+    assert [list(w) for w in phase_losses(cfg)][:2] == [["align"], ["kl"]]
+    assert cfg.freeze.phases[0].train == ["mixers"] and cfg.freeze.phases[0].lr is not None
+    fitted = fit_to_world(cfg, 1)
+    per_step = fitted.train.micro_batch * fitted.train.grad_accum * fitted.model.ctx_len
+    bounds = [p.until_step for p in fitted.freeze.phases[:-1]]
+    tokens = [p.until_tokens for p in cfg.freeze.phases[:-1]]
+    assert bounds == [-(-t * 0.001 // per_step) for t in tokens] and bounds[0] < bounds[1]
+    assert fitted.train.max_steps == -(-cfg.train.max_tokens * 0.001 // per_step) > bounds[1]

@@ -127,3 +127,32 @@ def test_our_llama_teacher_distils_into_an_all_recurrent_rwkv7(root):
     assert out["kl_teacher_student"] == pytest.approx(distilled, rel=1e-5)
     own = evaluate.evaluate(evaluate.load(None, teacher, None), root / "data", batches=4, micro_batch=4)
     assert out["teacher_loss"] == pytest.approx(own["loss"], rel=1e-5) and json.dumps(out)
+
+
+def test_lm_eval_runs_a_hugging_face_teacher_for_comparison(tmp_path):
+    """`make eval ARGS="--hf TEACHER ..."`: the teacher through lm-eval's own HF model, results
+    written to --out, nothing written into the teacher's dir."""
+    import json
+
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    from pipeline import lm_eval
+    from pipeline_helpers import EOT_NAME, ROOT, write_tokenizer
+
+    write_tokenizer(tmp_path / "tokenizer.json")
+    teacher = tmp_path / "teacher"
+    Qwen2ForCausalLM(Qwen2Config(vocab_size=300, hidden_size=64, num_attention_heads=4,
+                                 num_key_value_heads=2, num_hidden_layers=2,
+                                 intermediate_size=128)).save_pretrained(teacher)
+    PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"),
+                            eos_token=EOT_NAME).save_pretrained(teacher)
+    before = digests(teacher)
+    tasks = ROOT / "configs" / "lm_eval_tasks"
+    rc = lm_eval.main(["--hf", str(teacher), "--tasks", "python_mc", "--include-path", str(tasks),
+                       "--limit", "4", "--out", str(tmp_path / "out"), "--device", "cpu",
+                       "--bootstrap-iters", "0"])
+    assert rc == 0
+    result = json.loads((tmp_path / "out" / "export.json").read_text())
+    assert result["results"]["python_mc"]["acc,none"] is not None
+    assert digests(teacher) == before
+    assert lm_eval.main(["--hf", str(tmp_path / "missing"), "--tasks", "python_mc"]) == 2
