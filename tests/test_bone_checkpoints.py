@@ -17,7 +17,7 @@ from pipeline.training import peft, peft_base
 from pipeline.training.checkpointing import COMPLETE, tag_for
 from pipeline.training.init_from import checkpoint_weights, load_matching
 
-from pipeline_helpers import make_data_dir, run_train
+from pipeline_helpers import make_data_dir, metrics, run_train
 
 R = 16
 TINY_FINCH = dict(arch="finch", n_layer=3, n_embd=64, head_size=16, ctx_len=32, mix_lora_rank=8,
@@ -38,7 +38,10 @@ def root(tmp_path_factory):
     save_exported(build_model(ModelConfig(**TINY_FINCH)).state_dict(), ModelConfig(**TINY_FINCH),
                   root / "base")
     for stage in STAGES:
-        run_train(root, *bone_args(root, f"z{stage}", stage, root / "base"))
+        run_train(root, *bone_args(root, f"z{stage}", stage, root / "base", steps=4))
+    cut = bone_args(root, "z3cut", 3, root / "base", steps=4)  # killed after step 3, resumed
+    assert run_train(root, *cut, check=False, env={"GOLDFINCH_FAULTS": "kill_after_step:3"}).returncode
+    run_train(root, *cut)
     return root
 
 
@@ -58,8 +61,8 @@ def model_file_tensors(tag_dir) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("stage", STAGES)
 def test_checkpoint_holds_only_what_peft_trains(root, stage):
     ckpt_dir = root / f"runs/z{stage}/checkpoints"
-    tag_dir = ckpt_dir / tag_for(2)
-    assert set(consolidated_state_dict(ckpt_dir, tag_for(2), stage)) == trained_names()
+    tag_dir = ckpt_dir / tag_for(4)
+    assert set(consolidated_state_dict(ckpt_dir, tag_for(4), stage)) == trained_names()
     held = model_file_tensors(tag_dir)
     assert set(held) <= trained_names()
     full_bytes = sum(t.numel() * 4 for t in build_model(ModelConfig(**TINY_FINCH)).state_dict().values())
@@ -68,7 +71,7 @@ def test_checkpoint_holds_only_what_peft_trains(root, stage):
     assert re.fullmatch(r"[0-9a-f]{64}", marker[peft_base.DIGEST_KEY])
     assert marker[peft_base.SOURCE_KEY] == str(root / "base")
 
-    weights, base = checkpoint_weights(ckpt_dir, tag_for(2)), load_exported(root / "base").state_dict()
+    weights, base = checkpoint_weights(ckpt_dir, tag_for(4)), load_exported(root / "base").state_dict()
     for name, t in base.items():
         if name not in trained_names():
             assert torch.equal(weights[name], t), name
@@ -78,6 +81,14 @@ def test_checkpoint_holds_only_what_peft_trains(root, stage):
     x = torch.randint(0, 300, (2, 16))
     merged, kept = load_exported(root / f"merged{stage}"), load_exported(root / f"unmerged{stage}")
     torch.testing.assert_close(merged(x)[0], kept(x)[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_zero3_slim_resume_is_bitwise(root):
+    assert [r["loss"] for r in metrics(root, "z3cut")] == [r["loss"] for r in metrics(root, "z3")]
+    whole = checkpoint_weights(root / "runs/z3/checkpoints", tag_for(4))
+    cut = checkpoint_weights(root / "runs/z3cut/checkpoints", tag_for(4))
+    assert whole.keys() == cut.keys() and all(torch.equal(whole[n], cut[n]) for n in whole)
 
 
 @pytest.mark.slow
