@@ -174,7 +174,7 @@ def _check(cfg: RunConfig) -> None:
     if cfg.peft.method is not None:
         from model import build_model
         sized = replace(cfg.model, vocab_size=cfg.model.vocab_size or 256)  # set from the data later
-        peft.validate(cfg.peft, build_model(sized, device="meta"))
+        peft.validate(cfg.peft, build_model(sized, device="meta"), cfg.freeze)
 
 
 def resolve_precision(cfg: RunConfig, cuda: bool) -> RunConfig:

@@ -17,8 +17,10 @@ from omegaconf import OmegaConf
 from model import save_exported
 from model.bone import merge_state_dict
 
-from .runs import consolidated_state_dict, data_dir_of, model_config_of
+from .errors import PipelineError
+from .runs import data_dir_of, model_config_of
 from .training import checkpointing
+from .training.init_from import checkpoint_weights
 
 
 def export(run_dir: Path, out: Path, step: int | None = None, unmerged: bool = False) -> Path:
@@ -28,7 +30,7 @@ def export(run_dir: Path, out: Path, step: int | None = None, unmerged: bool = F
         raise FileNotFoundError(f"no complete checkpoint {tag or ''} under {ckpt_dir}")
     run_cfg = OmegaConf.load(run_dir / "config.yaml")
     model_cfg = model_config_of(run_cfg)
-    weights = consolidated_state_dict(ckpt_dir, tag, int(run_cfg.train.zero_stage))
+    weights = checkpoint_weights(ckpt_dir, tag)  # a slim PEFT run's base rebuilt
     if not unmerged:
         weights = merge_state_dict(weights)
     save_exported(weights, model_cfg, out)
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         out = export(args.run, args.out, args.step, args.unmerged)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, PipelineError) as err:
         print(f"pipeline.export: {err}", file=sys.stderr)
         return 2
     print(f"exported {args.run} -> {out}")

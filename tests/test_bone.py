@@ -11,10 +11,12 @@ from model import ModelConfig, build_model, load_exported, save_exported
 from model.bone import BatLinear, BoneLinear, merge, merge_state_dict, wrap
 from pipeline.config import load_run_config
 from pipeline.runs import consolidated_state_dict
+from pipeline.training.init_from import checkpoint_weights
 from pipeline.training import peft
 from pipeline.training.checkpointing import tag_for
 
 from pipeline_helpers import make_data_dir, metrics, run_train
+from test_bone_checkpoints import model_file_tensors
 
 R = 16
 TINY_FINCH = dict(arch="finch", n_layer=3, n_embd=64, head_size=16, ctx_len=32, mix_lora_rank=8,
@@ -130,10 +132,13 @@ def args(root, name):
 def test_bat_run_freezes_the_rest_resumes_exactly_and_exports(runs):
     run_train(runs, *args(runs, "bat"))
     base = load_exported(runs / "base").state_dict()
-    sd = consolidated_state_dict(runs / "runs/bat/checkpoints", tag_for(4), 2)
+    sd = checkpoint_weights(runs / "runs/bat/checkpoints", tag_for(4))
     model = build_model(ModelConfig(**TINY_FINCH))
     cfg = peft.PeftConfig(method="bat", r=R)
-    also = peft.attach(model, cfg) - {n for n in sd if n.endswith(".bat")}
+    trained = peft.attach(model, cfg)
+    also = trained - {n for n in sd if n.endswith(".bat")}
+    assert set(consolidated_state_dict(runs / "runs/bat/checkpoints", tag_for(4), 2)) == trained
+    assert set(model_file_tensors(runs / "runs/bat/checkpoints" / tag_for(4))) <= trained
     assert any(sd[n].abs().sum() > 0 for n in sd if n.endswith(".bat"))
     for name, t in base.items():
         if name not in also:
@@ -162,7 +167,7 @@ def test_bat_run_freezes_the_rest_resumes_exactly_and_exports(runs):
     assert proc.returncode != 0
     run_train(runs, *args(runs, "cut"))
     assert [r["loss"] for r in metrics(runs, "cut")] == [r["loss"] for r in log]
-    cut = consolidated_state_dict(runs / "runs/cut/checkpoints", tag_for(4), 2)
+    cut = checkpoint_weights(runs / "runs/cut/checkpoints", tag_for(4))
     assert all(torch.equal(cut[n], sd[n]) for n in sd)
 
 

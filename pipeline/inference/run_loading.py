@@ -17,9 +17,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from model import LanguageModel, ModelConfig, build_model, load_exported
+from model.bone import merge_state_dict
 
 from ..training import checkpointing
-from ..runs import consolidated_state_dict, data_dir_of, model_config_of
+from ..runs import data_dir_of, model_config_of
+from ..training.init_from import checkpoint_weights
 
 RUN_CONFIG = "config.yaml"
 
@@ -65,7 +67,7 @@ def load_from_run(run_dir: Path, step: int | None = None) -> LoadedModel:
     tag, found_step = checkpoint_tag(run_dir, step)
     model_cfg = model_config_of(run_cfg)
     ckpt_dir = run_dir / "checkpoints"
-    weights = consolidated_state_dict(ckpt_dir, tag, int(run_cfg.train.zero_stage))
+    weights = merge_state_dict(checkpoint_weights(ckpt_dir, tag))  # Bone/Bat blocks folded in
     model = build_model(model_cfg)
     model.load_state_dict(weights, strict=True)
     return LoadedModel(model.eval(), run_dir, run_cfg, found_step, ckpt_dir / tag)

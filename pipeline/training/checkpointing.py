@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import faults
+from . import faults, peft_base
 from ..errors import PipelineError
 
 COMPLETE = "COMPLETE"
@@ -100,7 +100,8 @@ def _describe(err: BaseException) -> str:
 def save(engine, ckpt_dir: Path, step: int, client_state: dict, rank_state: dict, rank: int,
          keep_last: int, marker: dict | None = None) -> str:
     """Save on every rank; mark complete and move `latest` only after all ranks wrote. `marker`
-    adds fields to the COMPLETE marker (the tokenizer digest).
+    adds fields to the COMPLETE marker (the tokenizer digest); a PEFT model's base identity is
+    added too, and its frozen base left out of the files (peft_base.py).
 
     When writing fails on any rank (a full disk fails inside torch.save with a RuntimeError, or
     as an OSError), every rank raises the same PipelineError naming the checkpoint and the
@@ -116,6 +117,7 @@ def save(engine, ckpt_dir: Path, step: int, client_state: dict, rank_state: dict
         engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
     finally:
         engine.checkpoint_engine = deferred.inner
+    peft_base.drop_base(engine.module, deferred.pending)
     why = ""
     try:
         with faults.disk_full_in_save(step, rank):
@@ -138,7 +140,8 @@ def save(engine, ckpt_dir: Path, step: int, client_state: dict, rank_state: dict
     faults.maybe_kill("kill_in_save", step, rank)
     torch.distributed.barrier()
     if rank == 0:
-        record = {"step": step, "files": _file_sizes(tag_dir), **(marker or {})}
+        record = {"step": step, "files": _file_sizes(tag_dir), **(marker or {}),
+                  **peft_base.marker_fields(engine.module)}
         _write_atomic(tag_dir / COMPLETE, json.dumps(record))
         _write_atomic(ckpt_dir / LATEST, tag + "\n")
         for old in complete_tags(ckpt_dir)[:-keep_last] if keep_last > 0 else []:
@@ -227,7 +230,8 @@ def _load_one(engine, ckpt_dir: Path, tag: str, rank: int, universal: bool) -> t
         # the param groups' settings (weight decay, lr scale) come from the config; DeepSpeed's
         # ZeRO-3 universal load would give every group those of the first
         settings = [{k: v for k, v in g.items() if k != "params"} for g in engine.optimizer.param_groups]
-        path, client_state = engine.load_checkpoint(str(ckpt_dir / tag), tag=UNIVERSAL)
+        with peft_base.filled_loads(engine):
+            path, client_state = engine.load_checkpoint(str(ckpt_dir / tag), tag=UNIVERSAL)
         for group, kept in zip(engine.optimizer.param_groups, settings):
             group.update(kept)
         # and hands one step-count tensor to every group, which each group's step would then
@@ -237,7 +241,8 @@ def _load_one(engine, ckpt_dir: Path, tag: str, rank: int, universal: bool) -> t
             if torch.is_tensor(state.get("step")):
                 state["step"] = state["step"].clone()
     else:
-        path, client_state = engine.load_checkpoint(str(ckpt_dir), tag=tag)
+        with peft_base.filled_loads(engine):
+            path, client_state = engine.load_checkpoint(str(ckpt_dir), tag=tag)
     if path is None:
         raise RuntimeError("DeepSpeed could not load it")
     return client_state, rank_state

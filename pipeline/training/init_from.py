@@ -20,15 +20,27 @@ from omegaconf import OmegaConf
 
 from model.parts import TIME_MIXERS, mixer_of_block
 
-from . import checkpointing
+from . import checkpointing, peft, peft_base
 from ..errors import PipelineError
+from ..runs import consolidated_state_dict, model_config_of
 
 
-def _from_checkpoint(ckpt_dir: Path, tag: str) -> dict[str, torch.Tensor]:
-    from ..runs import consolidated_state_dict
-
+def checkpoint_weights(ckpt_dir: Path, tag: str) -> dict[str, torch.Tensor]:
+    """Full fp32 weights of one of our checkpoints. A slim PEFT checkpoint holds only what PEFT
+    trained: its base is rebuilt from the run's train.init_from (refused if its digest changed)."""
     run_cfg = OmegaConf.load(ckpt_dir.parent / "config.yaml")
-    return consolidated_state_dict(ckpt_dir, tag, int(run_cfg.train.zero_stage))
+    weights = consolidated_state_dict(ckpt_dir, tag, int(run_cfg.train.zero_stage))
+    if peft_base.recorded(ckpt_dir / tag)[0] is None:
+        return weights
+    peft_cfg = peft.PeftConfig(**OmegaConf.to_container(run_cfg.peft))
+    model = peft_base.build_base(model_config_of(run_cfg), peft_cfg, int(run_cfg.train.seed))
+    source = run_cfg.train.init_from
+    if source:
+        load_matching(model, source, bool(run_cfg.train.init_from_cross_kind))
+    peft_base.check_base(ckpt_dir / tag, peft_base.identify(model, peft_cfg, source))
+    full = {name: t.float() for name, t in model.state_dict().items()}
+    full.update(weights)
+    return full
 
 
 def source_kind(path: Path) -> str:
@@ -62,11 +74,11 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     if kind == "export":
         return load_file(str(path / "model.safetensors"))
     if kind == "checkpoint":
-        return _from_checkpoint(path.parent, path.name)
+        return checkpoint_weights(path.parent, path.name)
     tag = checkpointing.find_resume_tag(path / "checkpoints")
     if tag is None:
         raise PipelineError(f"train.init_from={path}: the run has no complete checkpoint")
-    return _from_checkpoint(path / "checkpoints", tag)
+    return checkpoint_weights(path / "checkpoints", tag)
 
 
 _BLOCK = re.compile(r"blocks\.(\d+)\.")

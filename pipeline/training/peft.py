@@ -4,7 +4,8 @@ and only the blocks plus `train_also` train; freeze phases, if any, choose among
 `train_also` follows RWKV-PEFT's `train_parts` (default `[time, norms]`): `time` is every mixer
 parameter outside a Linear or a norm (token-shift amounts, decays, bonuses, the ddlerp and decay
 LoRAs; RWKV-PEFT matches `time` in the names, which takes the channel mix's `time_maa_k/r` too),
-`norms` every norm's parameters; any other entry is a freeze selector (`head`, a glob, ...).
+`norms` every norm's parameters (a Llama has no `time` ones); any other entry is a freeze selector
+(`head`, a glob, ...).
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def also_names(model: nn.Module, train_also: list[str]) -> set[str]:
     names: set[str] = set()
     for i, entry in enumerate(train_also):
         picked = _time_params(model) if entry == "time" else freezing.select(model, entry)
-        if not picked:
+        if not picked and entry != "time":  # a Llama has no time parameters
             raise ValueError(f"peft.train_also[{i}]={entry!r} matches no parameter of this model "
                              "(time, norms, or a freeze selector)")
         names |= picked
@@ -72,8 +73,19 @@ def restrict(model: nn.Module, cfg: PeftConfig) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def validate(cfg: PeftConfig, meta_model: nn.Module) -> None:
-    """Every peft.* mistake named before training starts (on a `meta` model: nothing allocated)."""
+def validate(cfg: PeftConfig, meta_model: nn.Module,
+             freeze: freezing.FreezeConfig | None = None) -> None:
+    """Every peft.* mistake named before training starts (on a `meta` model: nothing allocated),
+    and every freeze selector that picks only tensors PEFT keeps frozen (it would train nothing)."""
     if cfg.method is None:
         return
-    attach(meta_model, cfg)
+    trained = attach(meta_model, cfg)
+    for i, phase in enumerate(freeze.phases if freeze else []):
+        for selector in phase.train:
+            picked = freezing.select(meta_model, selector)
+            if picked and not picked & trained:
+                raise ValueError(
+                    f"freeze.phases[{i}]: selector {selector!r} picks only tensors that "
+                    f"peft.method={cfg.method} keeps frozen (e.g. {sorted(picked)[0]}); under PEFT a "
+                    "phase chooses among the Bone/Bat blocks and peft.train_also (add it there, or "
+                    "select e.g. '*.bat', '*.bone', norms)")

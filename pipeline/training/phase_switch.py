@@ -15,7 +15,7 @@ import torch
 
 from model import build_model
 
-from . import freezing, peft
+from . import freezing, peft, peft_base
 from .engine import build_engine
 from .loss import L2WRAP_ATTR, set_l2wrap
 
@@ -128,11 +128,13 @@ def _set_moments(engine, p, m: torch.Tensor, v: torch.Tensor) -> None:
 
 
 def new_model(cfg, weights: dict | None = None):
-    """A model for this run; building it never moves the training RNG (it is restored exactly)."""
-    with torch.random.fork_rng(devices=[]):
-        model = build_model(cfg.model)
+    """A model for this run; building it never moves the training RNG (it is restored exactly).
+    A PEFT model is built from the seed alone, so its base can be rebuilt anywhere."""
     if cfg.peft.method:
-        peft.attach(model, cfg.peft)
+        model = peft_base.build_base(cfg.model, cfg.peft, cfg.train.seed)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            model = build_model(cfg.model)
     if weights is not None:
         model.load_state_dict(weights)
     model.grad_ckpt, model.fused_ce = cfg.train.grad_ckpt, cfg.train.fused_ce
@@ -184,7 +186,11 @@ def build_phase_engine(cfg, phase: int, world: int, device: torch.device, model,
 def switch(engine, cfg, phase: int, world: int, device: torch.device):
     """Leave the current phase's engine and return (engine, trainable count) for `phase`."""
     carry = gather(engine)
+    identity = peft_base.identity_of(engine.module)
     engine.destroy()
     del engine
     gc.collect()
-    return build_phase_engine(cfg, phase, world, device, new_model(cfg, carry[0]), carry)
+    model = new_model(cfg, carry[0])
+    if identity is not None:
+        setattr(model, peft_base.ATTR, identity)
+    return build_phase_engine(cfg, phase, world, device, model, carry)

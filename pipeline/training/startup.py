@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import checkpointing, freezing
+from . import checkpointing, freezing, peft_base
 from ..errors import PipelineError
 from .init_from import load_matching
 from .phase_switch import build_phase_engine, new_model
@@ -40,6 +40,18 @@ def _resume_tags(resume: str, ckpt_dir: Path) -> tuple[Path, list[str]]:
     return path.parent, [path.name]
 
 
+def start_model(cfg, resuming: bool):
+    """A fresh model with train.init_from loaded (on resume only under PEFT, whose slim checkpoints
+    lack the base), and a PEFT model's base identity attached; also the init_from report."""
+    model = new_model(cfg)
+    report = {}
+    if cfg.train.init_from and (cfg.peft.method or not resuming):
+        report = load_matching(model, cfg.train.init_from, cfg.train.init_from_cross_kind)
+    if cfg.peft.method:
+        peft_base.identify(model, cfg.peft, cfg.train.init_from)
+    return model, report
+
+
 def open_run(cfg, dist, ckpt_dir: Path, stream) -> Start:
     """The engine and counters training continues from; restores the stream and RNG in place."""
     root, tags = _resume_tags(cfg.train.resume, ckpt_dir)
@@ -53,9 +65,12 @@ def open_run(cfg, dist, ckpt_dir: Path, stream) -> Start:
         if engine is None or (phase, universal) != built:
             if engine is not None:
                 engine.destroy()
-            engine, trainable = build_phase_engine(cfg, phase, dist.world, dist.device, new_model(cfg),
+            model, _ = start_model(cfg, resuming=True)
+            identity = peft_base.identity_of(model)
+            engine, trainable = build_phase_engine(cfg, phase, dist.world, dist.device, model,
                                                    universal=universal)
             built = (phase, universal)
+        peft_base.check_base(root / tag, identity)
         found = checkpointing.load_newest(engine, root, dist.rank, tags=[tag], universal=universal)
         if found is None:
             continue
@@ -73,8 +88,6 @@ def open_run(cfg, dist, ckpt_dir: Path, stream) -> Start:
             "train.resume=never, or give a new run its own train.run_name")
     if engine is not None:
         engine.destroy()
-    model = new_model(cfg)
-    report = (load_matching(model, cfg.train.init_from, cfg.train.init_from_cross_kind)
-              if cfg.train.init_from else {})
+    model, report = start_model(cfg, resuming=False)
     engine, trainable = build_phase_engine(cfg, 0, dist.world, dist.device, model)
     return Start(engine, 0, trainable, init_report=report)
