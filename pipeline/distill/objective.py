@@ -64,10 +64,11 @@ class Objective:
             loss, _ = engine(idx, targets=targets)
             self._keep("ce", loss)
             return loss
+        out = self.teacher(idx, attention="align" in self.weights)
+        if "align" in self.weights:
+            return self._align(engine, idx, out.attention)
+        # gathered only now: the teacher's own forward re-partitions a head tied to its embeddings
         with self.teacher.head_gathered():
-            out = self.teacher(idx, attention="align" in self.weights)
-            if "align" in self.weights:
-                return self._align(engine, idx, out.attention)
             loss, _ = engine(idx, loss_fn=lambda model, h: self._kl_ce(model, h, targets, out.hidden))
         return loss
 
