@@ -46,15 +46,17 @@ def run_all(out: Path, args) -> dict[str, Path]:
     subprocess.run([sys.executable, "-m", "model.convert", "from-transformers", str(teacher),
                     "--out", str(student), f"arch={args.arch}", "ctx_len=128"],
                    cwd=ROOT, check=True, capture_output=True)
-    steps, layered = args.align + args.kl, ["--config", str(student / "model.yaml")]
+    steps = args.align + args.kl
+    shape = [f"model.{k}={'null' if v is None else v}" for k, v in
+             json.loads((student / "config.json").read_text()).items() if k != "ctx_len"]
     phases = (f"freeze.phases=[{{until_step:{args.align},train:[mixers],loss:align,lr:1e-3,"
               "lr_final:1e-5},{train:[all],loss:kl,lr:1e-3,lr_final:1e-4}]")
     return {"teacher": teacher, "student (start)": student,
-            "distilled (align + kl)": train(out, "distilled", steps, *layered,
-                                            f"train.init_from={student}", f"distill.teacher={teacher}", phases),
-            "student, CE only": train(out, "ce-only", steps, *layered, f"train.init_from={student}",
+            "distilled (align + kl)": train(out, "distilled", steps, f"train.init_from={student}",
+                                            f"distill.teacher={teacher}", phases),
+            "student, CE only": train(out, "ce-only", steps, f"train.init_from={student}",
                                       "train.lr=1e-3", "train.lr_final=1e-4"),
-            "scratch, CE only": train(out, "scratch", steps, *layered, "train.lr=1e-3",
+            "scratch, CE only": train(out, "scratch", steps, *shape, "train.lr=1e-3",
                                       "train.lr_final=1e-4")}
 
 

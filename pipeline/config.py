@@ -247,9 +247,26 @@ def load_run_config(config: str | Path | list | None = None,
     if overrides:
         layers.append(OmegaConf.from_dotlist([_spaced_phases(o) for o in overrides]))
     merged = OmegaConf.merge(*layers)
+    student = student_model_layer(merged.train.init_from)
+    if student is not None:  # the student's keys under everything the user set
+        merged = OmegaConf.merge(layers[0], student, *layers[1:])
     cfg: RunConfig = OmegaConf.to_object(merged)
     _check(cfg)
     return cfg
+
+
+def student_model_layer(init_from: str | None):
+    """For a train.init_from built by `model.convert from-transformers` (it has teacher.json):
+    its model keys as a config layer, so the run builds the student it holds unless a key is
+    set on purpose (ctx_len and cache_dtype stay the recipe's: training choices)."""
+    import json
+
+    src = Path(init_from) if init_from else None
+    if src is None or not (src / "teacher.json").is_file() or not (src / "config.json").is_file():
+        return None
+    keys = json.loads((src / "config.json").read_text())
+    return OmegaConf.create({"model": {k: v for k, v in keys.items()
+                                       if k not in ("ctx_len", "cache_dtype")}})
 
 
 def to_yaml(cfg: RunConfig) -> str:

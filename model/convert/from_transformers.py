@@ -123,9 +123,6 @@ def student_state(teacher: Teacher, cfg: ModelConfig) -> dict[str, torch.Tensor]
     return sd
 
 
-STUDENT_MODEL_YAML = "model.yaml"
-
-
 def from_transformers(teacher_dir: str | Path, out_dir: str | Path,
                       overrides: list[str] | None = None, rope: bool = False) -> ModelConfig:
     """Write a student model dir (model.safetensors + config.json, as `import` writes; plus the
@@ -145,22 +142,5 @@ def from_transformers(teacher_dir: str | Path, out_dir: str | Path,
     if teacher.tokenizer is not None:
         shutil.copyfile(teacher.tokenizer, out / "tokenizer.json")
     (out / "teacher.json").write_text(json.dumps(fingerprint, indent=1, sort_keys=True) + "\n")
-    write_model_section(cfg, out / STUDENT_MODEL_YAML)
     return cfg
 
-
-def yaml_scalar(value) -> str:
-    """JSON spelling, but floats always with a dot (YAML 1.1 reads 1e-06 as a string)."""
-    text = json.dumps(value)
-    return text.replace("e", ".0e", 1) if isinstance(value, float) and "." not in text else text
-
-
-def write_model_section(cfg: ModelConfig, path: Path) -> None:
-    """The student's model keys as a run-config layer (`--config DIR/model.yaml`), so that the
-    trainer builds exactly the student; ctx_len is left to the recipe (a training choice)."""
-    from dataclasses import asdict
-
-    keys = {k: v for k, v in sorted(asdict(cfg).items()) if k not in ("ctx_len", "cache_dtype")}
-    lines = ["# the student's model keys: layer it over a recipe with --config (pipeline.train)",
-             "model:"] + [f"  {k}: {yaml_scalar(v)}" for k, v in keys.items()]
-    path.write_text("\n".join(lines) + "\n")

@@ -90,9 +90,10 @@ def objective_for(cfg, phase: int, teacher):
 
 
 def check_student(cfg) -> None:
-    """A train.init_from made by `model.convert from-transformers` (it has teacher.json) must be
-    built with its own model keys: loading by matching names would silently drop what the run's
-    model lacks (q/k/v biases) or fail late on shapes. The fix is to layer its model.yaml."""
+    """A train.init_from made by `model.convert from-transformers` (it has teacher.json) is built
+    with its own model keys (pipeline/config.py layers them under the run's); a key the run sets
+    to another value would make init_from drop tensors silently (q/k/v biases) or fail late on
+    shapes, so it is refused here, naming each key."""
     import json
     from dataclasses import asdict
     from pathlib import Path
@@ -106,5 +107,5 @@ def check_student(cfg) -> None:
               if k not in ("ctx_len", "cache_dtype") and ours.get(k) != v]
     if differ:
         raise ValueError(f"train.init_from={src} is a student built by from-transformers, but this "
-                         f"run's model differs: {'; '.join(differ)}. Add --config {src / 'model.yaml'} "
-                         "(after the recipe's) to build the student it holds")
+                         f"run sets other model keys: {'; '.join(differ)}. Drop them: the student's "
+                         "own keys are the run's model unless set")
