@@ -101,6 +101,9 @@ def main() -> None:
             everys.append(baseline(args.input, tokenizer, None))
             for kind in EXECUTORS:
                 runs[kind].append(pipeline(args.input, tokenizer, Path(tmp) / f"{kind}{i}", kind))
+            print(f"repeat {i + 1}: encode_batch 1 thread {ones[-1][0]:.2f} s, " + ", ".join(
+                f"{kind} {runs[kind][-1][0]:.2f} s ({runs[kind][-1][0] / ones[-1][0]:.2f}x)" for kind in EXECUTORS)
+                + f"; load average {os.getloadavg()[0]:.2f}", flush=True)
         one, every = min(ones), min(everys)
         walls = {kind: min(runs[kind])[0] for kind in EXECUTORS}
     report(args, one, every, walls, runs["local"][0][1], load_before)
