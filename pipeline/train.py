@@ -214,7 +214,8 @@ def train(cfg: RunConfig, data: TrainingData) -> None:
             if len(data.sources) > 1:
                 record.update({f"tokens/{k}": v for k, v in stream.tokens_by_source(step).items()})
             if val is not None and (step % t.val_every == 0 or step == t.max_steps):
-                record["val_loss"] = validate(engine, val, cfg, dist)
+                with faults.kill_in_val(engine.module, step, dist.rank):
+                    record["val_loss"] = validate(engine, val, cfg, dist)
             metrics.write(record)
             tracker.log_step(record)
             progress.update(record, log=(t.log_every and step % t.log_every == 0) or "val_loss" in record)
