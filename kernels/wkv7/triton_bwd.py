@@ -13,6 +13,13 @@ The key-side gradients (dr, dw, dk, da, db) sum over value channels, so each til
 fp32 partials ([5, NV, B, T, H, K]: r, w, k, a, b) and the caller adds them. The decay enters
 only through g, gp and gc; dL/dld_j = sum_{t>=j} dg_t + sum_{t>j} dgp_t + dgc, and
 dw = dL/dld * ld (ld = -exp(w); zero where the floor binds).
+
+Each chunk runs in two phases so that few [C, K] tiles are alive at once (K = 128 spilled as one
+phase). Phase 1 (all key channels) solves for u and drhs, writes dv and steps dS. Phase 2 walks
+the key channels in slices of BK: everything it needs besides the [C, C] and [C, BV] pieces of
+phase 1 is per key channel, so it reloads that slice's inputs and S (cache hits) and recomputes
+their decay factors. dS_o, which phase 2 reads by slice, goes through this program's own block of
+the dS0 output (overwritten at the end), with a barrier on either side of the reads.
 """
 import triton
 import triton.language as tl
@@ -22,10 +29,50 @@ from .triton_chunk import chunk_factors, load_chunk, load_rows, pair_matrices, u
 
 
 @triton.jit
+def key_slice_grads(r_ptr, w_ptr, k_ptr, a_ptr, b_ptr, s_ptr, dso_ptr, out_ptr, stride_part,
+                    base, t, valid, ck, cv, row_stride, dy, u, v, drhs, d_rb, d_rk, d_ab, d_ak,
+                    K: tl.constexpr, PREC: tl.constexpr, LD_MIN: tl.constexpr):
+    """Phase 2 for key channels ck: this tile's partials of dr, dw, dk, da, db."""
+    r = load_rows(r_ptr, base, t, valid, ck, row_stride)
+    w = load_rows(w_ptr, base, t, valid, ck, row_stride)
+    k = load_rows(k_ptr, base, t, valid, ck, row_stride)
+    a = load_rows(a_ptr, base, t, valid, ck, row_stride)
+    b = load_rows(b_ptr, base, t, valid, ck, row_stride)
+    rt, at, bt, kt, decay, g, ld = chunk_factors(r, w, k, a, b, valid, LD_MIN)
+    block = ck[:, None] * K + cv[None, :]
+    s = tl.load(s_ptr + block)
+    ds_out = tl.load(dso_ptr + block)
+    offs = out_ptr + base + t[:, None] * row_stride + ck[None, :]
+    # each scaled row's gradient goes out at once times its factor; dg, dgp and dgc gather
+    # the decay's share (module docstring) so that few [C, BK] tiles are alive together
+    grad = mm(dy, tl.trans(s), PREC) + mm(d_rb, bt, PREC) + mm(d_rk, kt, PREC)   # r̃
+    tl.store(offs, grad * tl.exp(g), mask=valid)
+    dg = grad * rt
+    grad = mm(drhs, tl.trans(s), PREC) + mm(d_ab, bt, PREC) + mm(d_ak, kt, PREC)  # ã
+    tl.store(offs + 3 * stride_part, grad * tl.exp(g - ld), mask=valid)
+    dgp = grad * at
+    dgc = tl.sum(ds_out * s, 1)
+    grad = mm(tl.trans(d_ab), at, PREC) + mm(tl.trans(d_rb), rt, PREC)          # b̃, b̂
+    out = mm(u, tl.trans(ds_out), PREC)
+    dgc += tl.sum(out * bt, 0)
+    grad += out
+    tl.store(offs + 4 * stride_part, grad * tl.exp(-g), mask=valid)
+    dg -= grad * bt
+    grad = mm(tl.trans(d_ak), at, PREC) + mm(tl.trans(d_rk), rt, PREC)          # k̃, k̂
+    out = mm(v, tl.trans(ds_out), PREC)
+    dgc += tl.sum(out * kt, 0)
+    grad += out
+    tl.store(offs + 2 * stride_part, grad * tl.exp(-g), mask=valid)
+    dg -= grad * kt
+    dld = tl.cumsum(dg + dgp, 0, reverse=True) - dgp + dgc[None, :]
+    tl.store(offs + stride_part, tl.where(ld > LD_MIN, dld * ld, 0.0), mask=valid)
+
+
+@triton.jit
 def wkv7_bwd_kernel(r_ptr, w_ptr, k_ptr, v_ptr, a_ptr, b_ptr, dy_ptr, states_ptr, dfinal_ptr,
                     dv_ptr, part_ptr, ds0_ptr, T, H, stride_tile,
-                    K: tl.constexpr, BV: tl.constexpr, C: tl.constexpr, PREC: tl.constexpr,
-                    LD_MIN: tl.constexpr, HAS_DFINAL: tl.constexpr):
+                    K: tl.constexpr, BV: tl.constexpr, BK: tl.constexpr, C: tl.constexpr,
+                    PREC: tl.constexpr, LD_MIN: tl.constexpr, HAS_DFINAL: tl.constexpr):
     """dv and the key-side partials for one value tile of one head, and its initial-state grad."""
     pv, bh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     b_idx, h = bh // H, bh % H
@@ -38,14 +85,15 @@ def wkv7_bwd_kernel(r_ptr, w_ptr, k_ptr, v_ptr, a_ptr, b_ptr, dy_ptr, states_ptr
     incl = rows[:, None] >= rows[None, :]
     base = (b_idx * T * H + h) * K
     block = ck[:, None] * K + cv[None, :]
-    part_base = part_ptr + pv * stride_tile
+    dso_ptr = ds0_ptr + bh * K * K  # this program's block: the slices phase 2 reads
     if HAS_DFINAL:
         ds = tl.load(dfinal_ptr + bh * K * K + block).to(tl.float32)
     else:
         ds = tl.zeros((K, BV), dtype=tl.float32)
     for m in range(n_chunks):
         n = n_chunks - 1 - m
-        s = tl.load(states_ptr + (bh * n_chunks + n) * K * K + block)
+        s_ptr = states_ptr + (bh * n_chunks + n) * K * K
+        s = tl.load(s_ptr + block)
         t = n * C + rows
         valid = (t < T)[:, None]
         r, w, k, a, b, v = load_chunk(r_ptr, w_ptr, k_ptr, a_ptr, b_ptr, v_ptr, base, t, valid,
@@ -56,7 +104,9 @@ def wkv7_bwd_kernel(r_ptr, w_ptr, k_ptr, v_ptr, a_ptr, b_ptr, dy_ptr, states_ptr
         inv = unit_lower_inverse(a_ab, C)
         u = mm(inv, mm(at, s, PREC) + mm(a_ak, v, PREC), "ieee")
         ds_out = decay[:, None] * ds  # b̂^T u = (b̃^T u) e^{gc}: the gradient b̃ sees
+        tl.store(dso_ptr + block, ds_out)
         drhs = mm(tl.trans(inv), mm(tl.trans(a_rb), dy, PREC) + mm(bt, ds_out, PREC), "ieee")
+        ds = ds_out + mm(tl.trans(rt), dy, PREC) + mm(tl.trans(at), drhs, PREC)
         dv = mm(tl.trans(a_rk), dy, PREC) + mm(kt, ds_out, PREC) + mm(tl.trans(a_ak), drhs, PREC)
         tl.store(dv_ptr + base + t[:, None] * (H * K) + cv[None, :],
                  dv.to(dv_ptr.dtype.element_ty), mask=valid)
@@ -64,29 +114,11 @@ def wkv7_bwd_kernel(r_ptr, w_ptr, k_ptr, v_ptr, a_ptr, b_ptr, dy_ptr, states_ptr
         d_rk = tl.where(incl, mm(dy, tl.trans(v), PREC), 0.0)
         d_ab = tl.where(strict, mm(drhs, tl.trans(u), PREC), 0.0)
         d_ak = tl.where(strict, mm(drhs, tl.trans(v), PREC), 0.0)
-        offs = part_base + base + t[:, None] * (H * K) + ck[None, :]
-        # each scaled row's gradient goes out at once times its factor; dg, dgp and dgc gather
-        # the decay's share (module docstring) so that few [C, K] tiles are alive together
-        grad = mm(dy, tl.trans(s), PREC) + mm(d_rb, bt, PREC) + mm(d_rk, kt, PREC)   # r̃
-        tl.store(offs, grad * tl.exp(g), mask=valid)
-        dg = grad * rt
-        grad = mm(drhs, tl.trans(s), PREC) + mm(d_ab, bt, PREC) + mm(d_ak, kt, PREC)  # ã
-        tl.store(offs + 3 * stride_part, grad * tl.exp(g - ld), mask=valid)
-        dgp = grad * at
-        dgc = tl.sum(ds_out * s, 1)
-        grad = mm(tl.trans(d_ab), at, PREC) + mm(tl.trans(d_rb), rt, PREC)          # b̃, b̂
-        out = mm(u, tl.trans(ds_out), PREC)
-        dgc += tl.sum(out * bt, 0)
-        grad += out
-        tl.store(offs + 4 * stride_part, grad * tl.exp(-g), mask=valid)
-        dg -= grad * bt
-        grad = mm(tl.trans(d_ak), at, PREC) + mm(tl.trans(d_rk), rt, PREC)          # k̃, k̂
-        out = mm(v, tl.trans(ds_out), PREC)
-        dgc += tl.sum(out * kt, 0)
-        grad += out
-        tl.store(offs + 2 * stride_part, grad * tl.exp(-g), mask=valid)
-        dg -= grad * kt
-        dld = tl.cumsum(dg + dgp, 0, reverse=True) - dgp + dgc[None, :]
-        tl.store(offs + stride_part, tl.where(-tl.exp(w) > LD_MIN, dld * ld, 0.0), mask=valid)
-        ds = ds_out + mm(tl.trans(rt), dy, PREC) + mm(tl.trans(at), drhs, PREC)
+        tl.debug_barrier()  # dS_o is stored: every thread may read any of it
+        for j in tl.static_range(K // BK):
+            key_slice_grads(r_ptr, w_ptr, k_ptr, a_ptr, b_ptr, s_ptr, dso_ptr,
+                            part_ptr + pv * stride_tile, stride_part, base, t, valid,
+                            j * BK + tl.arange(0, BK), cv, H * K, dy, u, v, drhs,
+                            d_rb, d_rk, d_ab, d_ak, K, PREC, LD_MIN)
+        tl.debug_barrier()  # every read of dS_o is done before the next chunk overwrites it
     tl.store(ds0_ptr + bh * K * K + block, ds)

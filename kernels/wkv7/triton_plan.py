@@ -43,12 +43,14 @@ def triton_supports(k_size: int, dtype: torch.dtype) -> str | None:
 
 @dataclass(frozen=True)
 class Tiles:
-    """Value-tile widths (powers of two >= 16, at most the head size); None keeps the default."""
+    """Value-tile widths and the backward's key-slice width (powers of two >= 16, at most the
+    head size); None keeps the default."""
     fwd_bv: int | None = None
     bwd_bv: int | None = None
+    bwd_bk: int | None = None
 
     def check(self, k: int) -> None:
-        for name in ("fwd_bv", "bwd_bv"):
+        for name in ("fwd_bv", "bwd_bv", "bwd_bk"):
             size = getattr(self, name)
             if size is not None and (size < 16 or size & (size - 1) or size > k):
                 raise ValueError(f"Tiles.{name}={size}: must be a power of two in [16, {k}]")
@@ -80,6 +82,10 @@ class LaunchPlan:
     def bwd_bv(self) -> int:
         return self.tiles.bwd_bv or min(self.k, 16)
 
+    @property
+    def bwd_bk(self) -> int:
+        return self.tiles.bwd_bk or min(self.k, 64)
+
     def n_chunks(self, t: int) -> int:
         return -(-t // CHUNK)
 
@@ -94,5 +100,5 @@ class LaunchPlan:
         """(grid, constexprs) of wkv7_bwd_kernel (flag HAS_DFINAL)."""
         grid = (self.k // self.bwd_bv, batch * self.h)
         warps = 4 if self.k <= 32 else 8
-        return grid, dict(K=self.k, BV=self.bwd_bv, C=CHUNK, PREC=self.prec,
+        return grid, dict(K=self.k, BV=self.bwd_bv, BK=self.bwd_bk, C=CHUNK, PREC=self.prec,
                           LD_MIN=LOG_DECAY_FLOOR, num_warps=warps, num_stages=STAGES, **flags)
