@@ -84,7 +84,7 @@ class LaunchPlan:
 
     @property
     def bwd_bk(self) -> int:
-        return self.tiles.bwd_bk or min(self.k, 64)
+        return self.tiles.bwd_bk or min(self.k, 32)
 
     def n_chunks(self, t: int) -> int:
         return -(-t // CHUNK)
