@@ -86,7 +86,7 @@ def test_bf16_inputs_accumulate_in_fp32():
     the bf16 rounding of y and the gradients (2^-9) and of the bf16 dot operands, ~0.7% at most
     (the interpreter rounds operands as the tensor cores do)."""
     args64, args = inputs(2, 45, 2, 32, dtype=torch.bfloat16, seed=3)
-    got = outputs_and_grads(lambda *x: wkv7_triton(*x, tiles=Tiles(16, 16)), args)
+    got = outputs_and_grads(lambda *x: wkv7_triton(*x, tiles=Tiles(16, 16, 16)), args)
     assert got[0].dtype == torch.bfloat16 and got[1].dtype == torch.float32
     assert all(g.dtype == a.dtype for g, a in zip(got[2:], args))
     assert_all_close(got, outputs_and_grads(wkv7_naive, args64), 2e-2)
