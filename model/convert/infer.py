@@ -10,6 +10,8 @@ import re
 
 import torch
 
+from common.errors import UserError
+
 from ..config import ModelConfig, load_model_config
 from ..parts import CHANNEL_MIXERS, TIME_MIXERS
 from ..rwkv7_time_mix import lora_width
@@ -33,7 +35,7 @@ LOOKALIKES = (
 )
 
 
-class ConvertError(ValueError):
+class ConvertError(UserError):
     """A checkpoint that cannot be converted; the message names the file and the problem."""
 
 
