@@ -27,10 +27,17 @@ def _file_layer(path: str | Path, section: str | None):
 
 def _dotlist_layer(overrides: list[str], example: str):
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+    from yaml import YAMLError
 
     for item in overrides:
         if "=" not in item:
             raise UserError(f"override {item!r} is not key=value (e.g. {example})")
+        try:  # each value is parsed as YAML: name the one that does not parse
+            OmegaConf.from_dotlist([item])
+        except (OmegaConfBaseException, YAMLError) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise UserError(f"override {item!r}: {first}") from None
     return OmegaConf.from_dotlist(list(overrides))
 
 
@@ -41,7 +48,6 @@ def load_config(schema: type, files: Iterable[str | Path] = (), overrides: Itera
     it), dict `layers` and `overrides`; every failure is a UserError naming the key or the file."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
-    from yaml import YAMLError
 
     from .cli import one_line
 
@@ -53,5 +59,5 @@ def load_config(schema: type, files: Iterable[str | Path] = (), overrides: Itera
         if overrides:
             merged.append(_dotlist_layer(overrides, example))
         return OmegaConf.to_object(OmegaConf.merge(*merged))
-    except (OmegaConfBaseException, YAMLError) as err:  # a dotlist value is parsed as YAML
-        raise UserError(one_line(err).splitlines()[0]) from None
+    except OmegaConfBaseException as err:  # an unknown key, a wrong type: named by one_line
+        raise UserError(one_line(err)) from None
