@@ -22,6 +22,7 @@ from pipeline import train as trainer
 from pipeline.config import TrainDataConfig, load_run_config, to_yaml
 from pipeline.data import default_needed
 from pipeline.errors import PipelineError
+from pipeline.eval.compare_report import main as compare_report_main
 from pipeline.runs import data_dir_of, model_config_of
 from pipeline.training import checkpointing
 
@@ -49,6 +50,7 @@ def one_line_exit(capsys, main, argv, prog: str, needle: str) -> str:
     (data_prep_main, ["--config", MISSING], "data_prep", MISSING),
     (convert_main, ["import", MISSING, "--out", MISSING + "/o"], "model.convert", MISSING),
     (cache_report_main, ["model.nope=1"], "cache_report", "nope"),
+    (compare_report_main, [MISSING + ".json"], "pipeline.eval.compare_report", MISSING),
 ])
 def test_every_command_exits_2_with_one_line(capsys, main, argv, prog, needle):
     one_line_exit(capsys, main, argv, prog, needle)
