@@ -24,7 +24,7 @@ from pipeline.data import default_needed
 from pipeline.errors import PipelineError
 from pipeline.eval.compare_report import main as compare_report_main
 from pipeline.runs import data_dir_of, model_config_of
-from pipeline.training import checkpointing
+from pipeline.training import checkpointing, run_guard
 
 from pipeline_helpers import TINY, make_data_dir
 
@@ -105,13 +105,17 @@ def test_trainer_refuses_data_prep_keys_by_name(key):
         load_run_config(None, [key])
 
 
+def old_args(tmp_path: Path) -> list[str]:
+    return [*TINY, f"data.path={tmp_path / 'data'}", "train.zero_stage=0", "model.vocab_size=300",
+            f"train.out_dir={tmp_path / 'runs'}", "train.run_name=old"]
+
+
 def old_run(tmp_path: Path) -> Path:
     """A run dir as training wrote it before the data section lost the data-prep keys: its
     config.yaml carries them; one complete ZeRO-0 checkpoint of random weights."""
     data = tmp_path / "data"
     make_data_dir(data, docs_per_shard=(40,), val_docs=(10,))
-    cfg = load_run_config(None, [*TINY, f"data.path={data}", "train.zero_stage=0",
-                                 "model.vocab_size=300"])
+    cfg = load_run_config(None, old_args(tmp_path))
     saved = OmegaConf.create(to_yaml(cfg))
     saved.data.update({"vocab_size": 16384, "tokenizer": None, "output": "data/default",
                        "val_fraction": 0.01, "executor": "auto"})
@@ -129,11 +133,13 @@ def old_run(tmp_path: Path) -> Path:
 def test_an_old_run_config_still_exports_and_evaluates(tmp_path, capsys):
     run = old_run(tmp_path)
     saved = OmegaConf.load(run / "config.yaml")
+    assert "vocab_size" in saved.data  # written by the old schema
     assert model_config_of(saved).vocab_size == 300 and data_dir_of(saved) == str(tmp_path / "data")
     assert export.main(["--run", str(run), "--out", str(tmp_path / "export")]) == 0
     assert (tmp_path / "export" / "model.safetensors").is_file()
     assert evaluate.main(["--run", str(run), "--batches", "1"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["loss"] > 0
+    run_guard.check_same_run(load_run_config(None, old_args(tmp_path)), run)  # resumable: no refusal
 
 
 def test_an_override_that_is_not_yaml_is_named(capsys):
