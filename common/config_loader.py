@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from .errors import MissingFileError, UserError
+from .errors import ConfigError, MissingFileError
 
 
 def _file_layer(path: str | Path, section: str | None):
@@ -21,7 +21,7 @@ def _file_layer(path: str | Path, section: str | None):
         loaded = OmegaConf.load(path)
     except Exception as err:  # YAML syntax: yaml's errors share no base with ours
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise UserError(f"cannot read the config file {path}: {first}") from None
+        raise ConfigError(f"cannot read the config file {path}: {first}") from None
     return loaded.get(section, loaded) if section and hasattr(loaded, "get") else loaded
 
 
@@ -32,12 +32,12 @@ def _dotlist_layer(overrides: list[str], example: str):
 
     for item in overrides:
         if "=" not in item:
-            raise UserError(f"override {item!r} is not key=value (e.g. {example})")
+            raise ConfigError(f"override {item!r} is not key=value (e.g. {example})")
         try:  # each value is parsed as YAML: name the one that does not parse
             OmegaConf.from_dotlist([item])
         except (OmegaConfBaseException, YAMLError) as err:
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise UserError(f"override {item!r}: {first}") from None
+            raise ConfigError(f"override {item!r}: {first}") from None
     return OmegaConf.from_dotlist(list(overrides))
 
 
@@ -45,7 +45,7 @@ def load_config(schema: type, files: Iterable[str | Path] = (), overrides: Itera
                 layers: Iterable[dict] = (), section: str | None = None,
                 example: str = "section.key=value"):
     """The schema instance merged from `files` (each may hold the schema under `section`, or be
-    it), dict `layers` and `overrides`; every failure is a UserError naming the key or the file."""
+    it), dict `layers` and `overrides`; a failure is a ConfigError naming the key or the file."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -60,4 +60,4 @@ def load_config(schema: type, files: Iterable[str | Path] = (), overrides: Itera
             merged.append(_dotlist_layer(overrides, example))
         return OmegaConf.to_object(OmegaConf.merge(*merged))
     except OmegaConfBaseException as err:  # an unknown key, a wrong type: named by one_line
-        raise UserError(one_line(err)) from None
+        raise ConfigError(one_line(err)) from None

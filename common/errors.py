@@ -10,5 +10,9 @@ class UserError(ValueError):
     """A problem with the config, the input or the output that the user can fix."""
 
 
+class ConfigError(UserError):
+    """A key, value, override or config file that the schema refuses (common/config_loader.py)."""
+
+
 class MissingFileError(UserError, FileNotFoundError):
     """A file the user named (a config, a preset, a run dir) is not there."""

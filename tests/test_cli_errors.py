@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from common.cli import command, one_line
 from common.config_loader import load_config
-from common.errors import MissingFileError, UserError
+from common.errors import ConfigError, MissingFileError, UserError
 from data_prep.__main__ import main as data_prep_main
 from data_prep.errors import UserError as DataPrepUserError
 from model import build_model
@@ -80,7 +80,7 @@ def test_other_exceptions_keep_their_traceback():
 
 
 def test_the_old_error_types_are_the_one_root():
-    for old in (PipelineError, ConvertError, DataPrepUserError, MissingFileError):
+    for old in (PipelineError, ConvertError, DataPrepUserError, MissingFileError, ConfigError):
         assert issubclass(old, UserError) and issubclass(old, ValueError)
     assert issubclass(PipelineError, RuntimeError) and issubclass(MissingFileError, FileNotFoundError)
     assert DataPrepUserError is UserError
@@ -89,7 +89,7 @@ def test_the_old_error_types_are_the_one_root():
 def test_loader_names_the_file_and_the_key(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("data: [unclosed\n")
-    with pytest.raises(UserError, match="bad.yaml"):
+    with pytest.raises(ConfigError, match="bad.yaml"):
         load_config(TrainDataConfig, [bad])
     with pytest.raises(UserError, match="not key=value"):
         load_config(TrainDataConfig, [], ["path"])
