@@ -145,3 +145,10 @@ def test_an_old_run_config_still_exports_and_evaluates(tmp_path, capsys):
 def test_an_override_that_is_not_yaml_is_named(capsys):
     one_line_exit(capsys, default_needed.main, ["train", "freeze.phases=[{until_step:8"], "make train",
                   "freeze.phases=[{until_step: 8")
+
+
+def test_a_torn_manifest_is_one_line(tmp_path, capsys):
+    make_data_dir(tmp_path / "data", docs_per_shard=(40,), val_docs=(10,))
+    (tmp_path / "data" / "manifest.json").write_text("{")
+    one_line_exit(capsys, trainer.main, [*TINY, f"data.path={tmp_path / 'data'}"], "pipeline.train",
+                  "manifest.json is not JSON")

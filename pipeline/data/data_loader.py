@@ -92,7 +92,11 @@ class DataDir:
             raise FileNotFoundError(f"{manifest_file} is missing: {path} is not a complete data dir "
                                     "(re-run python -m data_prep to finish it)")
         manifest_bytes = remote.read_bytes(manifest_file, retries)
-        manifest = json.loads(manifest_bytes)
+        try:
+            manifest = json.loads(manifest_bytes)
+        except ValueError as err:
+            raise UserError(f"{manifest_file} is not JSON ({err}): rebuild the data dir with "
+                            "python -m data_prep") from None
         codec = load_codec(path)
         splits: dict[str, list[Shard]] = {"train": [], "val": []}
         for entry in manifest["shards"]:
