@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import math
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Optional
 
 from omegaconf import OmegaConf
 
 from common.config_loader import load_config
-from common.errors import UserError
+from common.errors import ConfigError, UserError
 
 from model import ModelConfig
 
@@ -239,13 +239,27 @@ def _spaced_phases(override: str) -> str:
     return PHASE_KEYS.sub(r"\1: ", override)
 
 
+def _data_prep_hint(message: str) -> str:
+    """A data-prep key given to the trainer: say where it belongs."""
+    from data_prep.config import DataConfig
+
+    for f in fields(DataConfig):
+        if f"(data.{f.name})" in message:
+            return (f"; data.{f.name} is how python -m data_prep builds a data dir, and training "
+                    "reads the built dir's manifest.json")
+    return ""
+
+
 def load_run_config(config: str | Path | list | None = None,
                     overrides: list[str] | None = None) -> RunConfig:
     """Schema <- YAML file(s), later ones over earlier ones (a recipe, then the model section a
     converter wrote) <- overrides; unknown keys and wrong types fail here, naming the key."""
     files = [config] if isinstance(config, (str, Path)) else config or []
     dotlist = [_spaced_phases(o) for o in overrides or []]
-    cfg: RunConfig = load_config(RunConfig, files, dotlist, example="train.max_steps=50")
+    try:
+        cfg: RunConfig = load_config(RunConfig, files, dotlist, example="train.max_steps=50")
+    except ConfigError as err:
+        raise ConfigError(f"{err}{_data_prep_hint(str(err))}") from None
     _check(cfg)
     return cfg
 

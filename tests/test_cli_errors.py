@@ -101,8 +101,9 @@ def test_loader_names_the_file_and_the_key(tmp_path):
 
 @pytest.mark.parametrize("key", ["data.vocab_size=300", "data.tokenizer=rwkv-world", "data.seed=1"])
 def test_trainer_refuses_data_prep_keys_by_name(key):
-    with pytest.raises(UserError, match=key.split("=")[0].split(".")[1]):
+    with pytest.raises(UserError, match=key.split("=")[0].split(".")[1]) as err:
         load_run_config(None, [key])
+    assert "python -m data_prep" in str(err.value)
 
 
 def old_args(tmp_path: Path) -> list[str]:
