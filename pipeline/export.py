@@ -14,10 +14,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from common.cli import command
 from model import save_exported
 from model.bone import merge_state_dict
 
-from .errors import PipelineError
 from .runs import data_dir_of, model_config_of
 from .training import checkpointing
 from .training.init_from import checkpoint_weights
@@ -64,6 +64,7 @@ def copy_tokenizer(tag_dir: Path, data_dir: str | None, out: Path) -> None:
         (out / codec.file).write_bytes(codec.file_bytes())
 
 
+@command("pipeline.export")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, type=Path, help="run directory (runs/<name>)")
@@ -72,11 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unmerged", action="store_true",
                         help="keep Bone/Bat blocks apart from the weights they update")
     args = parser.parse_args(argv)
-    try:
-        out = export(args.run, args.out, args.step, args.unmerged)
-    except (FileNotFoundError, ValueError, PipelineError) as err:
-        print(f"pipeline.export: {err}", file=sys.stderr)
-        return 2
+    out = export(args.run, args.out, args.step, args.unmerged)
     print(f"exported {args.run} -> {out}")
     return 0
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from common.errors import ConfigError
+
 from ..config import ModelConfig, load_model_config
 from .infer import CHECKPOINT_DTYPES, ConvertError
 from .teacher import Teacher, read_teacher
@@ -30,8 +32,6 @@ GOLD_MAPS = {"query": "q", "output": "o"}
 
 def student_config(teacher: Teacher, overrides: list[str] | None, rope: bool) -> ModelConfig:
     """The teacher's shape, arch=goldfinch unless overridden, then the key=value overrides."""
-    from omegaconf.errors import OmegaConfBaseException
-
     fields = dict(teacher.fields, arch="goldfinch")
     if teacher.dtype in CHECKPOINT_DTYPES:
         fields["cache_dtype"] = CHECKPOINT_DTYPES[teacher.dtype]
@@ -42,8 +42,8 @@ def student_config(teacher: Teacher, overrides: list[str] | None, rope: bool) ->
         fields["rk_rope_theta"] = teacher.rope_theta
     try:
         cfg = load_model_config(None, overrides, **fields)
-    except OmegaConfBaseException as err:
-        raise ConvertError(f"bad key=value override: {str(err).splitlines()[0]}") from None
+    except ConfigError as err:
+        raise ConvertError(f"bad key=value override: {err}") from None
     except ValueError as err:
         width = teacher.n_head * teacher.fields["head_size"]
         raise ConvertError(f"{teacher.path}: the student cannot be built: {err} (teacher: "
