@@ -2,17 +2,15 @@
 shards under staging keys, and record them as done.
 
 A unit's shards depend only on its documents and the plan's decisions for it (val top-up,
-dropped duplicates), never on who builds it. Tar members carry fixed mtime, owner and mode, so the
-bytes are the same on every run. A later run trusts a unit only if its done-record matches the
-plan's digest for it and every shard it lists hashes to the recorded sha256, either still under
-its staging key or already published under its final name.
+dropped duplicates), never on who builds it, and shard_format writes tar members with fixed
+metadata, so the bytes are the same on every run. A later run trusts a unit only if its
+done-record matches the plan's digest for it and every shard it lists hashes to the recorded
+sha256, either still under its staging key or already published under its final name.
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import tarfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +19,7 @@ from . import text_codec, tokenizer
 from .dedup import dropped_in
 from .readers import ReadOptions, read_piece, source_of
 from .scan_task import SHOWN_PER_REASON, unit_hash
+from .shard_format import SHARD_SUFFIX, ShardWriter, sample_key
 from .storage import Store
 from .units import Unit
 
@@ -52,12 +51,7 @@ def record_name(unit: int) -> str:
 
 
 def staged_name(unit: int, split: str, index: int) -> str:
-    return f"{STAGED_DIR}/u{unit:06d}-{split}-{index:06d}.tar"
-
-
-def sample_key(number: int) -> str:
-    """WebDataset splits key from field at the first dot, so keys have none."""
-    return f"doc{number:09d}"
+    return f"{STAGED_DIR}/u{unit:06d}-{split}-{index:06d}{SHARD_SUFFIX}"
 
 
 def _intact(store: Store, name: str, sha: str, size: int) -> bool:
@@ -82,20 +76,6 @@ def verified(store: Store, spec: BuildSpec) -> dict | None:
             for (name, sha, size), s in zip(spec.published, shards)):
         return {**record, "where": "published"}
     return None
-
-
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = len(data), 0, 0o444
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    tar.addfile(info, io.BytesIO(data))
-
-
-def _npy(tokens: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, tokens, allow_pickle=False)
-    return buf.getvalue()
 
 
 class _HashingFile:
@@ -125,7 +105,7 @@ class _Shards:
     def _open(self) -> None:
         self.ctx = self.store.writer(staged_name(self.unit, self.split, len(self.done)))
         self.out = _HashingFile(self.ctx.__enter__())
-        self.tar = tarfile.open(fileobj=self.out, mode="w", format=tarfile.USTAR_FORMAT)
+        self.shard = ShardWriter(self.out)
         self.samples = self.tokens = self.nbytes = 0
 
     def add(self, key: str, source: str, nbytes: int, ids: np.ndarray) -> None:
@@ -134,8 +114,7 @@ class _Shards:
         if self.ctx is None:
             self._open()
         meta = {"source": source, "bytes": nbytes, "tokens": int(ids.size)}
-        _add(self.tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
-        _add(self.tar, f"{key}.tokens.npy", _npy(ids))
+        self.shard.add(key, meta, ids)
         self.samples += 1
         self.tokens += int(ids.size)
         self.nbytes += nbytes
@@ -143,7 +122,7 @@ class _Shards:
     def close(self) -> None:
         if self.ctx is None:
             return
-        self.tar.close()
+        self.shard.close()
         self.ctx.__exit__(None, None, None)
         self.ctx = None
         self.done.append({"split": self.split, "index": len(self.done), "sha256": self.out.sha.hexdigest(),

@@ -13,7 +13,6 @@ task in this process: the plain reference path that tests compare Ray against.
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -21,6 +20,7 @@ import time
 from collections import Counter
 
 from . import manifest as manifest_file
+from . import shard_format
 from . import output_dir, text_codec, tokenizer
 from .build_task import STAGED_DIR, BuildSpec, build_unit, staged_name
 from .config import DataConfig, recorded
@@ -136,15 +136,14 @@ class Run:
 
     def _published(self, plan: Plan) -> dict[int, list]:
         """unit -> (name, sha256, file_bytes) of its shards in a complete earlier manifest."""
-        raw = self.store.read_bytes("manifest.json")
         try:
-            old = json.loads(raw) if raw else {}
-        except ValueError:
+            old = shard_format.read_manifest(self.store) or {}
+        except UserError:  # not JSON: nothing published can be trusted
             return {}
         if old.get("input", {}).get("digest") != plan.input_digest:
             return {}
         found: dict[int, list] = {}
-        for split in manifest_file.SPLITS:
+        for split in shard_format.SPLITS:
             for s in old.get("shards", []):
                 if s.get("split") == split and "unit" in s:
                     found.setdefault(s["unit"], []).append((s["name"], s["sha256"], s["file_bytes"]))
@@ -157,17 +156,17 @@ class Run:
         shards, copies = [], []
         for record in records:
             for s in record["shards"]:
-                name = f"{s['split']}-{counters[s['split']]:06d}.tar"
+                name = shard_format.shard_name(s["split"], counters[s["split"]])
                 counters[s["split"]] += 1
                 shards.append({**s, "name": name, "unit": record["unit"]})
                 if record["where"] == "staged":
                     copies.append((staged_name(record["unit"], s["split"], s["index"]), name))
         if copies:
-            self.store.remove("manifest.json")
+            self.store.remove(shard_format.MANIFEST)
             for src, dst in copies:
                 self.store.publish(src, dst)
         output_dir.remove_stale_shards(self.store, {s["name"] for s in shards})
-        return sorted(shards, key=lambda s: (manifest_file.SPLITS.index(s["split"]), s["name"]))
+        return sorted(shards, key=lambda s: (shard_format.SPLITS.index(s["split"]), s["name"]))
 
 
 def _phases(job: Run, record: dict | None) -> tuple[Plan, text_codec.Codec, list[dict]]:
@@ -203,7 +202,7 @@ def run(cfg: DataConfig, progress: bool | None = None) -> dict:
         job.executor.close()
     shards = job.publish(records)
     manifest = manifest_file.build(plan, shards, records, job.config, text_codec.describe(codec))
-    manifest_file.write(store, manifest)
+    shard_format.write_manifest(store, manifest)
     store.remove_tree(STAGED_DIR)
     print(summary(store.url(), manifest, job, len(shards), time.perf_counter() - t0), flush=True)
     return manifest

@@ -1,4 +1,4 @@
-"""manifest.json: the data dir's table of contents, written last.
+"""manifest.json's contents: the data dir's table of contents (shard_format reads and writes it).
 
 It holds nothing that depends on how a run went (no times, hosts, worker counts or reuse), so an
 interrupted-then-resumed run and an uninterrupted one, on any number of workers, leave
@@ -7,14 +7,8 @@ name's prefix before the first '-'); `unit` says which work unit built a shard.
 """
 from __future__ import annotations
 
-import json
-
 from .plan import Plan
-from .storage import Store
-
-FORMAT = "goldfinch-data/1"
-SPLITS = ("train", "val")
-SHARD_KEYS = ("name", "split", "sha256", "samples", "tokens", "bytes", "file_bytes", "unit")
+from .shard_format import FORMAT, SHARD_KEYS, SPLITS
 
 
 def build(plan: Plan, shards: list[dict], records: list[dict], config: dict, tokenizer_info: dict) -> dict:
@@ -54,6 +48,3 @@ def build(plan: Plan, shards: list[dict], records: list[dict], config: dict, tok
         "config": config,
     }
 
-
-def write(store: Store, manifest: dict) -> None:
-    store.write_bytes("manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())

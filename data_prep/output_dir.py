@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 
 from .build_task import STATE_DIR
 from .errors import UserError
+from .shard_format import MANIFEST, SHARD_NAME
 from .storage import PARTIAL_SUFFIX, Store
 
 RUN_RECORD = f"{STATE_DIR}/run.json"
-SHARD_NAME = re.compile(r"^(train|val)-\d{6}\.tar$")
-OWN_FILES = ("tokenizer.json", "rwkv_vocab_v20230424.txt", "manifest.json")
+OWN_FILES = ("tokenizer.json", "rwkv_vocab_v20230424.txt", MANIFEST)
 HINT = "pass data.overwrite=true to rebuild it, or choose another data.output"
 
 

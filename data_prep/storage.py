@@ -1,15 +1,19 @@
-"""One output location, local or object storage, behind the few operations data_prep needs.
+"""The one filesystem layer: local paths and fsspec URLs, for data_prep's writes and the trainer's reads.
 
-`data.output` is a path or an fsspec URL (`s3://bucket/dir`, `gs://...`); credentials and
-endpoints come from the standard environment (AWS_ENDPOINT_URL, ...). Local files are written
-under a temporary name and renamed; on object storage a PUT is already all-or-nothing, and shards
-are first written under a staging key and copied to their final key only once every shard exists.
+A location is a path or an fsspec URL (`s3://bucket/dir`, `gs://...`); credentials and endpoints
+come from the standard environment (AWS_ENDPOINT_URL, ...). A `file://` URL is a local path, read
+through fsspec's local filesystem: not remote (no retries, no credentials forwarded, written by
+rename like any local file). Local files are written under a temporary name and renamed; on object
+storage a PUT is already all-or-nothing, and shards are first written under a staging key and
+copied to their final key only once every shard exists. Object stores fail transiently, so the
+trainer's whole-file reads of remote files are retried with backoff.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import shutil
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,10 +23,23 @@ from .errors import UserError
 PARTIAL_SUFFIX = ".partial"
 # forwarded to Ray tasks when input or output is remote, so workers reach the same store
 CREDENTIAL_PREFIXES = ("AWS_", "GOOGLE_", "GCS_", "AZURE_", "FSSPEC_")
+BACKOFF_S = 0.5  # before the first retry of a remote read; doubled each time
 
 
-def is_remote(url: str | None) -> bool:
-    return bool(url) and "://" in url and not url.startswith("file://")
+def is_remote(url) -> bool:
+    """An fsspec URL other than `file://` (object storage, HTTP, ...)."""
+    url = str(url) if url else ""
+    return "://" in url and not url.startswith("file://")
+
+
+def local_path(path) -> Path:
+    """A local path or `file://` URL as a plain Path (fsspec's local filesystem strips the scheme)."""
+    return Path(filesystem(str(path))[1]) if str(path).startswith("file://") else Path(path)
+
+
+def location(path) -> Path | str:
+    """What a reader holds: a Path for anything local, the URL string for remote storage."""
+    return str(path) if is_remote(path) else local_path(path)
 
 
 def credential_env() -> dict[str, str]:
@@ -37,6 +54,51 @@ def filesystem(url: str):
         return fsspec.core.url_to_fs(url)
     except (ImportError, ValueError) as err:
         raise UserError(f"{url}: cannot open this location ({str(err).splitlines()[0]})") from None
+
+
+def join(base, name: str) -> Path | str:
+    """`base/name`: a Path for a local base, a URL string for a remote one."""
+    if is_remote(base):
+        return str(base).rstrip("/") + "/" + name
+    return local_path(base) / name
+
+
+def parent(path) -> str:
+    return str(path).rsplit("/", 1)[0] if is_remote(path) else str(local_path(path).parent)
+
+
+def read_bytes(path, retries: int = 3) -> bytes:
+    """The whole file; a remote one is retried `retries` times on I/O errors (FileNotFoundError
+    is final). Local files keep plain file calls (no fsspec in the hot path)."""
+    if not is_remote(path):
+        return local_path(path).read_bytes()
+    for attempt in range(retries + 1):
+        try:
+            fs, root = filesystem(str(path))
+            return fs.cat_file(root)
+        except FileNotFoundError:
+            raise
+        except OSError:
+            if attempt == retries:
+                raise
+            time.sleep(BACKOFF_S * 2 ** attempt)
+    raise AssertionError("unreachable")
+
+
+def is_dir(path) -> bool:
+    if not is_remote(path):
+        return local_path(path).is_dir()
+    fs, root = filesystem(str(path))
+    return fs.isdir(root)
+
+
+def file_sizes(directory) -> dict[str, int]:
+    """{name: bytes} of the files directly in `directory`, in one listing when remote."""
+    if not is_remote(directory):
+        return {p.name: p.stat().st_size for p in local_path(directory).iterdir() if p.is_file()}
+    fs, root = filesystem(str(directory))
+    return {info["name"].rstrip("/").rsplit("/", 1)[-1]: int(info["size"])
+            for info in fs.ls(root, detail=True) if info.get("type") == "file"}
 
 
 class Store:

@@ -19,6 +19,7 @@ import numpy as np
 from . import rwkv_world
 from . import tokenizer as bpe
 from .errors import UserError
+from .shard_format import MANIFEST, read_manifest
 
 BPE = "bpe"
 KINDS = (BPE, rwkv_world.NAME)
@@ -105,13 +106,12 @@ def load_codec(directory) -> Codec:
     from .storage import Store
 
     store = Store(str(directory))
-    raw_manifest = store.read_bytes("manifest.json")
-    info = json.loads(raw_manifest).get("tokenizer", {}) if raw_manifest else {}
+    info = (read_manifest(store) or {}).get("tokenizer", {})
     kind = info.get("kind")
     if kind is None:  # an export, or a data dir from before kinds were recorded
         kind = rwkv_world.NAME if store.size(rwkv_world.VOCAB_FILE) is not None else BPE
     if kind not in KINDS:
-        raise UserError(f"{store.url('manifest.json')}: unknown tokenizer kind {kind!r} "
+        raise UserError(f"{store.url(MANIFEST)}: unknown tokenizer kind {kind!r} "
                         f"(known: {', '.join(KINDS)})")
     path = store.url(FILES[kind])
     data = store.read_bytes(FILES[kind])

@@ -1,4 +1,4 @@
-"""A data dir built by `data_prep` (WebDataset shards): its manifest, tokenizer and shards, checked.
+"""A data dir built by `data_prep` (data_prep/shard_format.py): its manifest, tokenizer and shards, checked.
 
 Windows are cut from the shards elsewhere (`windows.py`, in the orders of `order.py`): training
 and validation read through that one reader.
@@ -6,17 +6,15 @@ and validation read through that one reader.
 from __future__ import annotations
 
 import hashlib
-import io
-import json
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from common.errors import UserError
+from data_prep import shard_format, storage
+from data_prep.text_codec import load_codec
 
-from . import remote
 from ..errors import PipelineError
 
 EOT = "<|endoftext|>"
@@ -25,7 +23,7 @@ EOT = "<|endoftext|>"
 @dataclass(frozen=True)
 class Shard:
     name: str
-    path: Path | str  # a str for a URL
+    path: Path | str  # a str for a remote URL
     samples: int
     tokens: int
     sha256: str | None = None
@@ -37,7 +35,7 @@ class ShardError(PipelineError):
     names the shard and how to rebuild it."""
 
     def __init__(self, path: Path | str, problem: str):
-        rebuild = (f"rebuild it with python -m data_prep data.output={remote.parent(path)} (the same "
+        rebuild = (f"rebuild it with python -m data_prep data.output={storage.parent(path)} (the same "
                    "input and config), which re-checks every shard's sha256 and rewrites bad ones")
         super().__init__(" ".join(f"shard {path}: {problem}; {rebuild}".split()))
 
@@ -45,26 +43,21 @@ class ShardError(PipelineError):
 def read_shard(path: Path | str, sha256: str | None = None, retries: int = 3) -> list[np.ndarray]:
     """All documents of one shard, in stored order; with `sha256`, the file must hash to it."""
     try:
-        raw = remote.read_bytes(path, retries)
+        raw = storage.read_bytes(path, retries)
     except OSError as err:
         raise ShardError(path, f"cannot be read ({err})") from err
     if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256:
         raise ShardError(path, f"its sha256 differs from the manifest's ({sha256[:12]}...): the "
                                "file was altered or torn after it was built")
-    docs = []
     try:
-        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
-            for member in tar:
-                if member.isfile() and member.name.endswith(".tokens.npy"):
-                    docs.append(np.load(io.BytesIO(tar.extractfile(member).read())).astype(np.int64))
+        return shard_format.read_documents(raw)
     except Exception as err:  # a torn tar or npy can fail in any of the parsers
         raise ShardError(path, f"is unreadable ({type(err).__name__}: {err})") from err
-    return docs
 
 
 @dataclass
 class DataDir:
-    path: Path | str  # a str for a URL
+    path: Path | str  # a str for a remote URL
     manifest: dict
     vocab_size: int
     eot: int
@@ -80,27 +73,21 @@ class DataDir:
         """Checks what is cheap at once: the manifest, the tokenizer, and that every listed shard
         exists with the size the manifest recorded (one listing for a URL). Contents are hashed
         on first read."""
-        from data_prep.text_codec import load_codec
-
-        path = path if remote.is_url(path) else Path(path)
-        if not remote.is_dir(path):
+        path = storage.location(path)
+        if not storage.is_dir(path):
             raise FileNotFoundError(f"data dir {path} does not exist: build it with `make data` "
                                     f"(python -m data_prep data.output={path})")
-        sizes = remote.file_sizes(path)
-        manifest_file = remote.join(path, "manifest.json")
-        if "manifest.json" not in sizes:
+        sizes = storage.file_sizes(path)
+        manifest_file = storage.join(path, shard_format.MANIFEST)
+        if shard_format.MANIFEST not in sizes:
             raise FileNotFoundError(f"{manifest_file} is missing: {path} is not a complete data dir "
                                     "(re-run python -m data_prep to finish it)")
-        manifest_bytes = remote.read_bytes(manifest_file, retries)
-        try:
-            manifest = json.loads(manifest_bytes)
-        except ValueError as err:
-            raise UserError(f"{manifest_file} is not JSON ({err}): rebuild the data dir with "
-                            "python -m data_prep") from None
+        manifest_bytes = storage.read_bytes(manifest_file, retries)
+        manifest = shard_format.parse_manifest(manifest_bytes, str(manifest_file))
         codec = load_codec(path)
         splits: dict[str, list[Shard]] = {"train": [], "val": []}
         for entry in manifest["shards"]:
-            shard = Shard(entry["name"], remote.join(path, entry["name"]), int(entry["samples"]),
+            shard = Shard(entry["name"], storage.join(path, entry["name"]), int(entry["samples"]),
                           int(entry["tokens"]), entry.get("sha256"), entry.get("file_bytes"))
             if entry["name"] not in sizes:
                 raise ShardError(shard.path, "is listed in the manifest but missing")
@@ -108,7 +95,7 @@ class DataDir:
             if shard.file_bytes is not None and size != shard.file_bytes:
                 raise ShardError(shard.path, f"has {size} bytes, the manifest recorded "
                                              f"{shard.file_bytes} (torn or altered)")
-            splits.setdefault(entry["name"].split("-", 1)[0], []).append(shard)
+            splits.setdefault(shard_format.split_of(entry["name"]), []).append(shard)
         return cls(path, manifest, codec.vocab_size, codec.eot_id, splits, codec.sha256, verify_shards,
                    manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(), retries=retries)
 

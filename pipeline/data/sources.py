@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from common.errors import UserError
+from data_prep import storage
 
 from .data_loader import DataDir
-from . import remote
 from .global_batches import GlobalBatches
 from .mixture import BLOCK, quotas
 
@@ -82,7 +81,7 @@ class TrainingData:
 
 
 def _shown(path) -> str:
-    return str(path) if remote.is_url(path) else str(Path(path).resolve())
+    return str(path) if storage.is_remote(path) else str(storage.local_path(path).resolve())
 
 
 def open_sources(data_cfg) -> TrainingData:
