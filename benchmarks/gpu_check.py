@@ -7,8 +7,8 @@ Every part runs in its own process under its own time limit (all within --budget
 so a hang or a crash costs only that part. Results go to DIR/gpu_check.jsonl (one JSON object per
 line: an `env` line, the measurements, and one `status` line per part: ok, fail, skipped with the
 missing package named, or timeout), a log per part (DIR/<part>.log) and DIR/summary.txt.
-Needs only torch and Triton (CUDA builds); pytest for `tests`; DeepSpeed, omegaconf and
-webdataset for `train_l24`; flash-linear-attention (`fla`) for `wkv6_fla` (and, optionally, the
+Needs only torch and Triton (CUDA builds); pytest for `tests`; DeepSpeed and omegaconf for
+`train_l24`; flash-linear-attention (`fla`) for `wkv6_fla` (and, optionally, the
 fla row of `wkv7`). Nothing is installed.
 --dry-run prints the plan (limits, what would be skipped) without running anything; --smoke runs
 the parts at toy sizes, also on CPU (Triton interpreted), which is how CI checks this script.
@@ -44,9 +44,9 @@ PARTS = {
     "wkv7": (60, ("triton",), "WKV7 fwd+bwd B=8 T=4096 H=32 K=64 bf16: Triton vs torch chunked "
                              "(and fla chunk_rwkv7, scale 1, where fla imports)"),
     "fused_ce": (30, ("triton",), "fused linear+CE vs plain: peak memory at vocab 65,536"),
-    "train_l24": (180, ("deepspeed", "omegaconf", "webdataset"),
+    "train_l24": (180, ("deepspeed", "omegaconf"),
                   "20 steps of L24-D2048 ctx 4096 bf16 ZeRO-1: tokens/s and MFU"),
-    "train_l24_gf7": (180, ("deepspeed", "omegaconf", "webdataset"),
+    "train_l24_gf7": (180, ("deepspeed", "omegaconf"),
                       "the same for GoldFinch-7 (RWKV-7 below GOLD, Triton WKV7): tokens/s and MFU"),
     # last, and free to use whatever the budget has left: fla autotunes for minutes at first call
     "wkv6_fla": (300, ("fla",), "flash-linear-attention chunk_rwkv6 at the wkv6_speed size "

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from data_prep import shard_format
+
 EOT_NAME = "<|endoftext|>"
 
 
@@ -29,32 +31,32 @@ def write_tokenizer(path: Path, vocab: int = 300) -> int:
 
 def make_data_dir(root: Path, docs_per_shard=(5, 7, 4, 6), val_docs=(6,), seed=0, max_len=90):
     """Write shards of learnable documents; doc i starts with token 1 + i % 250 (never EOT), so
-    with fewer than 250 documents the first token identifies the document."""
-    import webdataset as wds
-
+    with fewer than 250 documents the first token identifies the document. Shards and manifest
+    are written with data_prep's format module, the one the trainer reads with."""
     root.mkdir(parents=True, exist_ok=True)
     eot = write_tokenizer(root / "tokenizer.json")
     rng = np.random.default_rng(seed)
     shards, doc_id, docs = [], 0, {}
     for split, counts in (("train", docs_per_shard), ("val", val_docs)):
         for s, count in enumerate(counts):
-            name = f"{split}-{s:06d}.tar"
+            name = shard_format.shard_name(split, s)
             total = 0
-            with wds.TarWriter(str(root / name)) as writer:
+            with open(root / name, "wb") as f:
+                writer = shard_format.ShardWriter(f)
                 for _ in range(count):
                     # learnable: an arithmetic progression over the non-special ids
                     start, stride = rng.integers(0, 250), rng.integers(1, 4)
                     body = eot + 1 + (start + stride * np.arange(rng.integers(3, max_len))) % 250
                     tokens = np.concatenate([[1 + doc_id % 250], body]).astype(np.uint16)
-                    writer.write({"__key__": f"d{doc_id:06d}", "tokens.npy": tokens,
-                                  "json": {"source": f"doc{doc_id}"}})
+                    writer.add(f"d{doc_id:06d}", {"source": f"doc{doc_id}"}, tokens)
                     docs[doc_id] = (split, tokens.astype(np.int64))
                     total += len(tokens)
                     doc_id += 1
+                writer.close()
             raw = (root / name).read_bytes()
             shards.append({"name": name, "sha256": hashlib.sha256(raw).hexdigest(), "samples": count,
                            "tokens": total, "file_bytes": len(raw)})
-    (root / "manifest.json").write_text(json.dumps({"shards": shards}))
+    (root / shard_format.MANIFEST).write_bytes(shard_format.manifest_bytes({"shards": shards}))
     return docs, eot
 
 
