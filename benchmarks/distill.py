@@ -3,7 +3,7 @@
     python benchmarks/distill.py [--out DIR] [--teacher-steps 200] [--align 40] [--kl 80]
         [--arch goldfinch]
 
-On data/default: trains a Llama teacher (llama-tiny), builds its GoldFinch student with
+On data/default (re-running reuses finished runs and resumes interrupted ones): trains a Llama teacher (llama-tiny), builds its GoldFinch student with
 `model.convert from-transformers`, then, at equal steps and tokens, (a) distils it (align: the
 mixers alone; then KL, everything), (b) trains the same student on CE alone, (c) trains a
 GoldFinch of the same shape from scratch on CE. Prints, side by side on the same val windows:
@@ -25,6 +25,9 @@ COMMON = ["model.ctx_len=128", "train.micro_batch=8", "train.val_every=0", "trai
 
 
 def train(out: Path, name: str, steps: int, *args: str) -> Path:
+    """The run's export; a run already exported is reused, an interrupted one resumes."""
+    if (out / name / "export" / "model.safetensors").is_file():
+        return out / name / "export"
     cmd = [sys.executable, "-m", "pipeline.train", *COMMON, f"train.out_dir={out}",
            f"train.run_name={name}", f"train.max_steps={steps}", *args]
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
