@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     hf.add_argument("teacher")
     hf.add_argument("--out", required=True)
     hf.add_argument("--rope", action="store_true", help="RoPE on r and k at the teacher's base")
+    hf.add_argument("--seed", type=int, default=0,
+                    help="seeds the initialisation of what is not copied (default 0)")
     hf.epilog = "key=value: the student's model keys (arch, lower, ctx_len, ...)"
     args, overrides = parser.parse_known_args(argv)
     bad = [o for o in overrides if o.startswith("-") or "=" not in o
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
               f"n_embd={cfg.n_embd}, vocab_size={cfg.vocab_size}, head_size={cfg.head_size}, "
               f"gold blocks={cfg.n_gold}, ctx_len={cfg.ctx_len}")
     elif args.command == "from-transformers":
-        cfg = from_transformers(args.teacher, args.out, overrides, rope=args.rope)
+        cfg = from_transformers(args.teacher, args.out, overrides, rope=args.rope, seed=args.seed)
         print(_summary(args.teacher, args.out, cfg, args.rope))
     else:
         ref = export_reference(args.model_dir, args.out)

@@ -105,11 +105,14 @@ def mixer_tensors(teacher: Teacher, cfg: ModelConfig, layer: int) -> dict[str, t
     return out
 
 
-def student_state(teacher: Teacher, cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """Our initialisation in the teacher's dtype, with the teacher's tensors copied in."""
+def student_state(teacher: Teacher, cfg: ModelConfig, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Our initialisation (seeded: the same student every time) in the teacher's dtype, with the
+    teacher's tensors copied in."""
     from ..build import build_model
 
-    student = build_model(cfg)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        student = build_model(cfg)
     sd = {k: v.detach().to(teacher.dtype) for k, v in student.state_dict().items()}
     copied = dict(teacher.shared)
     for i in range(cfg.n_layer):
@@ -124,7 +127,8 @@ def student_state(teacher: Teacher, cfg: ModelConfig) -> dict[str, torch.Tensor]
 
 
 def from_transformers(teacher_dir: str | Path, out_dir: str | Path,
-                      overrides: list[str] | None = None, rope: bool = False) -> ModelConfig:
+                      overrides: list[str] | None = None, rope: bool = False,
+                      seed: int = 0) -> ModelConfig:
     """Write a student model dir (model.safetensors + config.json, as `import` writes; plus the
     teacher's tokenizer.json when it has one, and teacher.json) for the teacher at teacher_dir."""
     from ..exported import save_exported
@@ -136,7 +140,7 @@ def from_transformers(teacher_dir: str | Path, out_dir: str | Path,
         raise ConvertError(f"--out {out}: inside the teacher's dir, which is never written to")
     teacher = read_teacher(teacher_dir)
     cfg = student_config(teacher, overrides, rope)
-    sd = student_state(teacher, cfg)
+    sd = student_state(teacher, cfg, seed)
     fingerprint = dict(teacher.fingerprint(), rope=rope)
     save_exported(sd, cfg, out)
     if teacher.tokenizer is not None:
