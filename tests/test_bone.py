@@ -13,7 +13,7 @@ from pipeline.config import load_run_config
 from pipeline.runs import consolidated_state_dict
 from pipeline.training.init_from import checkpoint_weights
 from pipeline.training import peft
-from pipeline.training.checkpointing import tag_for
+from pipeline.runs import tag_for
 
 from pipeline_helpers import make_data_dir, metrics, run_train
 from test_bone_checkpoints import model_file_tensors

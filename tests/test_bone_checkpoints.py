@@ -14,7 +14,7 @@ from pipeline.errors import PipelineError
 from pipeline.export import export
 from pipeline.runs import consolidated_state_dict
 from pipeline.training import peft, peft_base
-from pipeline.training.checkpointing import COMPLETE, tag_for
+from pipeline.runs import COMPLETE, tag_for
 from pipeline.training.init_from import checkpoint_weights, load_matching
 
 from pipeline_helpers import make_data_dir, metrics, run_train

@@ -135,7 +135,9 @@ def filled_loads(engine):
 def recorded(tag_dir: Path) -> tuple[str | None, str | None]:
     """(base digest, init_from) a checkpoint's marker records; (None, None): a full checkpoint."""
     marker = read_marker(tag_dir)
-    return (None, None) if marker is None else (marker.extra.get(DIGEST_KEY), marker.extra.get(SOURCE_KEY))
+    if marker is None:
+        return None, None
+    return marker.extra.get(DIGEST_KEY), marker.extra.get(SOURCE_KEY)
 
 
 def check_base(tag_dir: Path, identity: BaseIdentity | None) -> None:

@@ -58,7 +58,8 @@ class StepHooks:
             record["val_loss"] = self.validate(trainee.engine)
         self.metrics.write(record)
         self.tracker.log_step(record)
-        self.progress.update(record, log=(t.log_every and step % t.log_every == 0) or "val_loss" in record)
+        logged = (t.log_every and step % t.log_every == 0) or "val_loss" in record
+        self.progress.update(record, log=logged)
         faults.maybe_kill("kill_after_step", step, self.dist.rank)
 
     def guard(self, applied: bool, step: int) -> None:
