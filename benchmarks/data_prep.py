@@ -12,6 +12,7 @@ tokenizer thread and with all of them.
 Goal on a 2-core box: data_prep <= 0.8x the one-process baseline.
 
     python benchmarks/data_prep.py [--input PATH] [--tokenizer tokenizer.json|rwkv-world] [--repeats 1]
+                                   [--executors local,ray]
 """
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ def pipeline(input_spec: str | None, tokenizer: str, out: Path, executor: str) -
     return time.perf_counter() - t0, done.stdout.strip().splitlines()[-1]
 
 
-EXECUTORS = ("local", "ray")
+EXECUTORS = ("local", "ray")  # the default columns; `auto` (what `make data` uses) may be asked for too
 
 
 def main() -> None:
@@ -87,7 +88,12 @@ def main() -> None:
     parser.add_argument("--input", help="data.input (default: the standard library)")
     parser.add_argument("--tokenizer", help="tokenizer.json or rwkv-world (default: train a BPE first)")
     parser.add_argument("--repeats", type=int, default=1, help="best of N for each side")
+    parser.add_argument("--executors", default=",".join(EXECUTORS),
+                        help="data.executor values to time, comma-separated (default: local,ray)")
     args = parser.parse_args()
+    kinds = args.executors.split(",")
+    if not kinds or any(kind not in (*EXECUTORS, "auto") for kind in kinds):
+        parser.error(f"--executors {args.executors}: expected some of local, ray, auto")
     with tempfile.TemporaryDirectory(prefix="bench_data_prep_") as tmp:
         tokenizer = args.tokenizer or str(Path(tmp) / "tokenizer.json")
         if not args.tokenizer:
@@ -95,15 +101,18 @@ def main() -> None:
             train_once(args.input, Path(tokenizer))
             print(f"tokenizer trained once for both sides in {time.perf_counter() - t0:.1f} s")
         load_before = os.getloadavg()[0]
-        ones, everys, runs = [], [], {kind: [] for kind in EXECUTORS}
+        ones, everys, runs = [], [], {kind: [] for kind in kinds}
         for i in range(args.repeats):  # interleaved, so a busy spell on the box hits every side
             ones.append(baseline(args.input, tokenizer, 1))
             everys.append(baseline(args.input, tokenizer, None))
-            for kind in EXECUTORS:
+            for kind in kinds:
                 runs[kind].append(pipeline(args.input, tokenizer, Path(tmp) / f"{kind}{i}", kind))
+            print(f"repeat {i + 1}: encode_batch 1 thread {ones[-1][0]:.2f} s, " + ", ".join(
+                f"{kind} {runs[kind][-1][0]:.2f} s ({runs[kind][-1][0] / ones[-1][0]:.2f}x)" for kind in kinds)
+                + f"; load average {os.getloadavg()[0]:.2f}", flush=True)
         one, every = min(ones), min(everys)
-        walls = {kind: min(runs[kind])[0] for kind in EXECUTORS}
-    report(args, one, every, walls, runs["local"][0][1], load_before)
+        walls = {kind: min(runs[kind])[0] for kind in kinds}
+    report(args, one, every, walls, runs[kinds[0]][0][1], load_before)
 
 
 def report(args, one, every, walls: dict[str, float], line: str, load_before: float) -> None:
@@ -119,10 +128,10 @@ def report(args, one, every, walls: dict[str, float], line: str, load_before: fl
           f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
     print(f"one process, encode_batch, 1 thread:   {one[0]:7.2f} s")
     print(f"one process, encode_batch, {cpus} threads:  {every[0]:7.2f} s")
-    print(f"{'':38} {'local':>8} {'ray':>8}")
-    print(f"python -m data_prep (whole path), s:   {walls['local']:8.2f} {walls['ray']:8.2f}")
-    print(f"ratio to 1 thread (goal <= 0.8x):      {walls['local'] / one[0]:7.2f}x {walls['ray'] / one[0]:7.2f}x")
-    print(f"ratio to {cpus} threads:                   {walls['local'] / every[0]:7.2f}x {walls['ray'] / every[0]:7.2f}x")
+    print(f"{'':38}" + "".join(f" {kind:>8}" for kind in walls))
+    print("python -m data_prep (whole path), s:   " + "".join(f" {w:8.2f}" for w in walls.values()))
+    print("ratio to 1 thread (goal <= 0.8x):      " + "".join(f" {w / one[0]:7.2f}x" for w in walls.values()))
+    print(f"ratio to {cpus} threads:                   " + "".join(f" {w / every[0]:7.2f}x" for w in walls.values()))
     picked = choose("auto", nbytes, DataConfig().auto_local_bytes, os.environ)
     print(f"data.executor=auto picks {picked} for this input (local below "
           f"{DataConfig().auto_local_bytes / 1e6:.0f} MB of input unless RAY_ADDRESS is set)")

@@ -46,11 +46,13 @@ PARTS = {
     "fused_ce": (30, ("triton",), "fused linear+CE vs plain: peak memory at vocab 65,536"),
     "train_l24": (180, ("deepspeed", "omegaconf", "webdataset"),
                   "20 steps of L24-D2048 ctx 4096 bf16 ZeRO-1: tokens/s and MFU"),
+    "train_l24_gf7": (180, ("deepspeed", "omegaconf", "webdataset"),
+                      "the same for GoldFinch-7 (RWKV-7 below GOLD, Triton WKV7): tokens/s and MFU"),
     # last, and free to use whatever the budget has left: fla autotunes for minutes at first call
     "wkv6_fla": (300, ("fla",), "flash-linear-attention chunk_rwkv6 at the wkv6_speed size "
                                 "(autotuned first, timed last)"),
 }
-SMOKE_PARTS = ("wkv6_correct", "wkv6_speed", "wkv7", "fused_ce", "train_l24")
+SMOKE_PARTS = ("wkv6_correct", "wkv6_speed", "wkv7", "fused_ce", "train_l24", "train_l24_gf7")
 TARGETS = {"triton_vs_fla_u0": 1.0, "triton_vs_torch": 20.0, "train_mfu": 0.40}
 # the test files holding gpu-marked tests (the rest of the suite needs the full training stack)
 GPU_TEST_FILES = ("tests/test_wkv6_triton.py", "tests/test_wkv6_triton_dispatch.py",
@@ -185,12 +187,13 @@ def summarize(rows: list[dict], judge: bool = True) -> list[str]:
     if len(ce) == 2 and ce["plain"].get("peak_bytes"):
         lines.append(f"  fused CE peak {ce['fused']['peak_bytes'] / 2**30:.2f} GiB vs plain "
                      f"{ce['plain']['peak_bytes'] / 2**30:.2f} GiB")
+    names = {"train_l24": "L24-D2048", "train_l24_gf7": "GoldFinch-7 L24-D2048"}
     for r in rows:
-        if r.get("part") == "train_l24" and "steps" in r:
+        if r.get("part") in names and "steps" in r:
             mfu = r.get("mfu")
             verdict = "" if mfu is None or not judge else (
                 f" (target >= 40%: {'met' if mfu >= TARGETS['train_mfu'] else 'NOT met'})")
-            lines.append(f"  L24-D2048: {r['tokens_per_s'] or 0:.0f} tokens/s, MFU "
+            lines.append(f"  {names[r['part']]}: {r['tokens_per_s'] or 0:.0f} tokens/s, MFU "
                          + ("unknown" if mfu is None else f"{mfu:.1%}") + verdict)
     return lines
 

@@ -252,7 +252,7 @@ def part_fused_ce(device: str, smoke: bool) -> None:
         raise AssertionError(f"fused CE loss {losses['fused']} != plain {losses['plain']}")
 
 
-def part_train_l24(device: str, smoke: bool, out: Path) -> None:
+def part_train_l24(device: str, smoke: bool, out: Path, lower: str | None = None) -> None:
     import shutil
     import tempfile
     from pipeline_helpers import make_data_dir
@@ -260,10 +260,11 @@ def part_train_l24(device: str, smoke: bool, out: Path) -> None:
     try:
         steps = 3 if smoke else 20
         make_data_dir(work / "data", docs_per_shard=(60,) if smoke else (400,), val_docs=(60,))
-        cmd = train_command(work, steps, smoke)
+        cmd = train_command(work, steps, smoke) + ([f"model.lower={lower}"] if lower else [])
         metrics = work / "runs" / "gpu-check" / "metrics.jsonl"
-        rows = _run_until_steps(cmd, metrics, steps, out / "train_l24_trainer.log")
-        shutil.copy(metrics, out / "train_l24_metrics.jsonl")
+        name = "train_l24" + (f"_{lower}" if lower else "")
+        rows = _run_until_steps(cmd, metrics, steps, out / f"{name}_trainer.log")
+        shutil.copy(metrics, out / f"{name}_metrics.jsonl")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     tail = rows[min(3, len(rows) - 1):]  # the first steps include compilation and warm-up
@@ -271,6 +272,11 @@ def part_train_l24(device: str, smoke: bool, out: Path) -> None:
                         if all(r.get(key) is not None for r in tail) else None)
     emit(steps=len(rows), tokens_per_s=mean("tokens_per_s"), mfu=mean("mfu"),
          loss_first=rows[0]["loss"], loss_last=rows[-1]["loss"])
+
+
+def part_train_l24_gf7(device: str, smoke: bool, out: Path) -> None:
+    """GoldFinch-7 at the same size and settings: the RWKV-7 blocks through the Triton WKV7."""
+    part_train_l24(device, smoke, out, lower="rwkv7")
 
 
 def train_command(work: Path, steps: int, smoke: bool) -> list[str]:
@@ -329,7 +335,7 @@ def run_child(part: str, out: Path, smoke: bool) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     fn = globals()[f"part_{part}"]
     try:
-        fn(device, smoke, out) if part == "train_l24" else fn(device, smoke)
+        fn(device, smoke, out) if part.startswith("train_l24") else fn(device, smoke)
     except ModuleNotFoundError as err:
         emit(status="skipped", reason=f"missing package: {err.name}")
         return 0

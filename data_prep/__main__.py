@@ -7,9 +7,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import UserError
+from common.cli import command
 
 
+@command("data_prep")
 def main(argv: list[str] | None = None) -> int:
     from dataclasses import fields
 
@@ -30,9 +31,6 @@ def main(argv: list[str] | None = None) -> int:
         from .job import run
 
         run(load_config(args.config, args.overrides))
-    except UserError as err:
-        print(f"data_prep: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("data_prep: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

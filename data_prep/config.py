@@ -1,13 +1,10 @@
-"""The data_prep config: an OmegaConf structured schema, merged from YAML and dotlist overrides.
-
-`DataConfig` is also the base of the trainer's `data` section (it adds `path`), so every field has
-a default and none is called `path`.
-"""
+"""The data_prep config: an OmegaConf structured schema, merged from YAML and dotlist overrides."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Optional
+
+from common.config_loader import load_config as load_layers
 
 from .errors import UserError
 
@@ -73,36 +70,11 @@ def check(cfg: DataConfig) -> None:
         raise bad("text_field", "must be a non-empty field name")
 
 
-def _one_line(err: Exception) -> str:
-    """OmegaConf messages span lines (full_key, object_type); keep the key and the first line."""
-    msg = str(getattr(err, "msg", None) or err).strip().splitlines()[0]
-    key = getattr(err, "full_key", None)
-    return f"{key}: {msg}" if key and key not in msg else msg
-
-
 def load_config(config_file: str | None = None, overrides: list[str] | None = None) -> DataConfig:
     """Schema <- YAML <- overrides, checked before any work; errors are UserError naming the key."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    layers = [OmegaConf.structured(DataPrepConfig)]
-    try:
-        if config_file is not None:
-            if not Path(config_file).is_file():
-                raise UserError(f"config file {config_file} does not exist")
-            layers.append(OmegaConf.load(config_file))
-        for item in overrides or []:
-            if "=" not in item:
-                raise UserError(f"override {item!r} is not key=value (e.g. data.vocab_size=4096)")
-        if overrides:
-            layers.append(OmegaConf.from_dotlist(list(overrides)))
-        cfg: DataPrepConfig = OmegaConf.to_object(OmegaConf.merge(*layers))
-    except OmegaConfBaseException as err:
-        raise UserError(_one_line(err)) from None
-    except Exception as err:  # YAML syntax errors and the like
-        if isinstance(err, UserError):
-            raise
-        raise UserError(f"cannot read the config: {_one_line(err)}") from None
+    files = [config_file] if config_file is not None else []
+    cfg: DataPrepConfig = load_layers(DataPrepConfig, files, overrides or [],
+                                      example="data.vocab_size=4096")
     check(cfg.data)
     return cfg.data
 

@@ -1,9 +1,8 @@
-"""The one exception type that means "the user asked for something we cannot do".
+"""data_prep's user error is the project's one UserError (common/errors.py), under its old name.
 
-The command line prints it as a single `data_prep: ...` line (no traceback) and exits non-zero;
+The command line prints it as a single `data_prep: ...` line (no traceback) and exits 2;
 every other exception is a bug and keeps its traceback.
 """
+from common.errors import UserError
 
-
-class UserError(Exception):
-    """A problem with the config, the input or the output dir that the user can fix."""
+__all__ = ["UserError"]

@@ -12,12 +12,14 @@ import logging
 import os
 import threading
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 from .errors import UserError
 from .progress import Bar, Counter, RayCounter, TaskProgress
 
 POLL_SECONDS = 0.5
+LOCAL_WORKERS = 2  # calls in flight in this process: one tokenizing while the other reads or writes
 
 
 def _in_worker(fn: Callable, *args, progress=None):
@@ -31,17 +33,35 @@ def _as_list(out, returns: int) -> list:
 
 
 class LocalExecutor:
-    """Everything in this process, in order: the plain reference path."""
+    """Everything in this process. Up to `workers` calls run at once in threads, so one unit's
+    reading, packing and hashing (Python) overlaps another's tokenizing (Rust, without the GIL);
+    results are handed over in call order, and at most `workers` calls are ever in flight, so
+    nothing waits in memory for a slow neighbour beyond that window."""
+
+    def __init__(self, workers: int | None = None):
+        self.workers = workers or LOCAL_WORKERS
 
     def run(self, fn: Callable, calls: list[tuple], returns: int, on_done: Callable, bar: Bar) -> list[list]:
         counter, results = Counter(), []
-        for i, call in enumerate(calls):
+
+        def one(call: tuple) -> list:
             progress = TaskProgress(counter)
             out = _as_list(fn(*call, progress=progress), returns)
             progress.flush()
-            results.append(out)
-            on_done(i, out[0])
-            bar.show(counter.totals(), i + 1, len(calls))
+            return out
+
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="data_prep-local")
+        in_flight: deque = deque()
+        try:
+            for i in range(len(calls)):
+                while len(in_flight) < self.workers and i + len(in_flight) < len(calls):
+                    in_flight.append(pool.submit(one, calls[i + len(in_flight)]))
+                out = in_flight.popleft().result()
+                results.append(out)
+                on_done(i, out[0])
+                bar.show(counter.totals(), i + 1, len(calls))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         return results
 
     def drive(self, phases: Callable):

@@ -210,5 +210,7 @@ def read_piece(piece: Piece, opts: ReadOptions) -> Iterator[Record]:
         yield from _read(piece, opts)
     except SkipDoc as err:
         yield Record(-1, piece.file.relpath, None, None, False, (err.reason, err.detail))
+    except UserError:  # a ValueError too, but the user's to fix, not one file's damage
+        raise
     except (OSError, EOFError, ValueError) as err:  # unreadable, corrupt gzip or Parquet
         yield Record(-1, piece.file.relpath, None, None, False, ("unreadable", f"cannot read: {err}"))

@@ -8,6 +8,7 @@ are sorted by their path relative to the input root, so the document order depen
 """
 from __future__ import annotations
 
+import os
 import sysconfig
 from dataclasses import dataclass
 
@@ -56,14 +57,38 @@ def _join(root: str, rel: str) -> str:
     return f"{root.rstrip('/')}/{rel}"
 
 
+def _local_files(base: str):
+    """(relative path, size) of the regular files under a local directory, skipping the folders
+    `_visible` rejects instead of listing them (the standard library's site-packages can hold far
+    more than the library). Symbolic links are neither followed nor listed, as in fsspec's find."""
+    stack = [""]
+    while stack:
+        rel_dir = stack.pop()
+        with os.scandir(f"{base}/{rel_dir}" if rel_dir else base) as entries:
+            for entry in entries:
+                rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    if not entry.name.startswith(".") and entry.name not in _SKIPPED_DIRS:
+                        stack.append(rel)
+                elif entry.is_file(follow_symlinks=False):
+                    yield rel, entry.stat(follow_symlinks=False).st_size
+
+
+def _found(fs, base: str):
+    """(relative path, size) of every file under base."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    if isinstance(fs, LocalFileSystem) and os.path.isdir(base):
+        yield from _local_files(base.rstrip("/") or "/")
+        return
+    for p, info in fs.find(base, detail=True).items():
+        if info.get("type") == "file":
+            yield (p[len(base.rstrip("/")) + 1:] if p != base else p.rsplit("/", 1)[-1]), int(info.get("size") or 0)
+
+
 def _under(spec: str, fs, base: str, suffix: str | None) -> list[SourceFile]:
-    found = fs.find(base, detail=True)
-    files = []
-    for p, info in found.items():
-        rel = p[len(base.rstrip("/")) + 1:] if p != base else p.rsplit("/", 1)[-1]
-        if info.get("type") != "file" or not _visible(rel) or (suffix and not rel.endswith(suffix)):
-            continue
-        files.append(SourceFile(_join(spec, rel), rel, kind_of(rel), int(info.get("size") or 0)))
+    files = [SourceFile(_join(spec, rel), rel, kind_of(rel), size) for rel, size in _found(fs, base)
+             if _visible(rel) and not (suffix and not rel.endswith(suffix))]
     return sorted(files, key=lambda f: f.relpath)
 
 

@@ -33,6 +33,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from common.cli import command
+
 # shared memory one block may use (opt-in maximum), bytes
 SHARED_LIMIT = {80: 166912, 86: 101376, 89: 101376, 90: 232448, 100: 232448, 120: 101376}
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -227,6 +229,7 @@ def run(arch: int, head_sizes, dtype_names, chunks, lengths, workers: int, as_js
     return 1 if failed else 0
 
 
+@command("kernels.compile_check")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, default=90, help="compute capability, e.g. 80, 90")

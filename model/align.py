@@ -10,6 +10,9 @@ from __future__ import annotations
 import torch
 
 
+from common.errors import UserError
+
+
 class AttentionSwap:
     """Handed to the model's forward (`align=`): swaps each block's time-mix output for the
     teacher's and keeps that layer's align loss."""
@@ -21,8 +24,8 @@ class AttentionSwap:
     def swap(self, layer: int, student: torch.Tensor) -> torch.Tensor:
         teacher = self.teacher_outputs[layer]
         if teacher.shape != student.shape:
-            raise ValueError(f"align: the teacher's attention output of layer {layer} has shape "
-                             f"{tuple(teacher.shape)}, the student's time mix {tuple(student.shape)}")
+            raise UserError(f"align: the teacher's attention output of layer {layer} has shape "
+                            f"{tuple(teacher.shape)}, the student's time mix {tuple(student.shape)}")
         diff = teacher.float() - student.float()
         self.losses[layer] = torch.linalg.vector_norm(diff, dim=-1).mean() * diff.shape[-1] ** -0.5
         return teacher.to(student.dtype)

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.errors import UserError
+
 from .config import ModelConfig
 from .parts import NORMS
 from .state import BlockState, ModelState
@@ -25,7 +27,7 @@ class LanguageModel(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         if cfg.vocab_size is None:
-            raise ValueError("model.vocab_size is unset: take it from the data's tokenizer or set it")
+            raise UserError("model.vocab_size is unset: take it from the data's tokenizer or set it")
         self.cfg = cfg
         self.cache_dtype = DTYPES[cfg.cache_dtype]
         self.emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
@@ -51,8 +53,8 @@ class LanguageModel(nn.Module):
             lo, hi = int(idx.min()), int(idx.max())
             if lo < 0 or hi >= self.cfg.vocab_size:
                 bad = hi if hi >= self.cfg.vocab_size else lo
-                raise ValueError(f"token id {bad} is outside the vocabulary "
-                                 f"[0, {self.cfg.vocab_size}) (model.vocab_size)")
+                raise UserError(f"token id {bad} is outside the vocabulary "
+                                f"[0, {self.cfg.vocab_size}) (model.vocab_size)")
         if state is None:
             return self.new_state(idx.shape[0])
         state.check(self.cfg.arch, idx.shape[0], len(self.blocks))

@@ -17,6 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.errors import UserError
+
+
 METHODS = ("bone", "bat")
 
 
@@ -96,26 +99,26 @@ def find_targets(model: nn.Module, targets: list[str], known: tuple[str, ...] = 
     for target in targets:
         hits = {n: m for n, m in linears.items() if _matches(n, target)}
         if not hits and target not in known:
-            raise ValueError(f"peft.targets: {target!r} names no Linear of this model (e.g. "
-                             f"{', '.join(sorted({n.split('.', 2)[-1] for n in linears})[:8])})")
+            raise UserError(f"peft.targets: {target!r} names no Linear of this model (e.g. "
+                            f"{', '.join(sorted({n.split('.', 2)[-1] for n in linears})[:8])})")
         found.update(hits)
     if not found:
-        raise ValueError(f"peft.targets={targets}: none of them is a Linear of this model")
+        raise UserError(f"peft.targets={targets}: none of them is a Linear of this model")
     return found
 
 
 def check_shapes(method: str, r: int, found: dict[str, nn.Linear]) -> None:
     """Bat tiles the weight into r x r blocks; Bone pads the input to a multiple of r."""
     if method not in METHODS:
-        raise ValueError(f"peft.method={method!r}: expected one of {', '.join(METHODS)} (or unset)")
+        raise UserError(f"peft.method={method!r}: expected one of {', '.join(METHODS)} (or unset)")
     if r < 1:
-        raise ValueError(f"peft.r={r}: must be >= 1")
+        raise UserError(f"peft.r={r}: must be >= 1")
     for name, m in found.items():
         if method == "bat" and (m.in_features % r or m.out_features % r):
-            raise ValueError(f"peft.r={r}: bat needs r to divide both dims of every target; "
-                             f"{name} is [{m.out_features}, {m.in_features}]")
+            raise UserError(f"peft.r={r}: bat needs r to divide both dims of every target; "
+                            f"{name} is [{m.out_features}, {m.in_features}]")
         if method == "bone" and r > m.in_features:
-            raise ValueError(f"peft.r={r}: larger than the {m.in_features} input features of {name}")
+            raise UserError(f"peft.r={r}: larger than the {m.in_features} input features of {name}")
 
 
 def _replace(model: nn.Module, name: str, module: nn.Module) -> None:

@@ -16,6 +16,8 @@ from dataclasses import replace
 
 import torch
 
+from common.cli import command
+
 from .build import build_model
 from .config import ModelConfig, load_model_config
 
@@ -63,6 +65,7 @@ def report(cfg: ModelConfig, tokens: int = 64, device: str = "auto") -> dict:
     }
 
 
+@command("cache_report")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", action="append", help="configs/model preset (repeatable)")
@@ -71,13 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="model.key=value")
     args = parser.parse_args(argv)
     presets = args.preset or ([None] if args.overrides else list(DEFAULT_PRESETS))
-    try:
-        for preset in presets:
-            cfg = load_model_config(preset, args.overrides)
-            print(json.dumps(report(cfg, args.tokens, args.device)), flush=True)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"cache_report: {err}", file=sys.stderr)
-        return 2
+    for preset in presets:
+        cfg = load_model_config(preset, args.overrides)
+        print(json.dumps(report(cfg, args.tokens, args.device)), flush=True)
     return 0
 
 

@@ -5,6 +5,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from common.config_loader import load_config
+from common.errors import MissingFileError, UserError
+
 from .parts import CHANNEL_MIXERS, NORMS, TIME_MIXERS, recurrent_mixers
 
 ARCHS = ("goldfinch", "finch", "rwkv7", "llama")
@@ -53,9 +56,9 @@ class ModelConfig:
         self.validate()
 
     def validate(self) -> "ModelConfig":
-        """Raise ValueError naming the bad key and value; called on construction."""
-        def bad(key: str, why: str) -> ValueError:
-            return ValueError(f"model.{key}={getattr(self, key)!r}: {why}")
+        """Raise a UserError naming the bad key and value; called on construction."""
+        def bad(key: str, why: str) -> UserError:
+            return UserError(f"model.{key}={getattr(self, key)!r}: {why}")
 
         if self.arch not in ARCHS:
             raise bad("arch", f"unknown arch; expected one of {', '.join(ARCHS)}")
@@ -195,23 +198,15 @@ def load_model_config(preset: str | Path | None = None, overrides: list[str] | N
                       **fields) -> ModelConfig:
     """Merge a preset (name under configs/model or a YAML path), keyword fields and dotlist
     overrides (`n_layer=4` or `model.n_layer=4`) into a validated ModelConfig."""
-    from omegaconf import OmegaConf
-
-    schema = OmegaConf.structured(ModelConfig)
-    layers = [schema]
+    files = []
     if preset is not None:
         path = Path(preset)
         if not path.suffix:
             path = PRESET_DIR / f"{preset}.yaml"
         if not path.is_file():
             known = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
-            raise FileNotFoundError(f"model preset {preset!r} not found ({path}); known: {known}")
-        loaded = OmegaConf.load(path)
-        layers.append(loaded.get("model", loaded))
-    if fields:
-        layers.append(OmegaConf.create(fields))
-    if overrides:
-        dotlist = [o[len("model."):] if o.startswith("model.") else o for o in overrides]
-        layers.append(OmegaConf.from_dotlist(dotlist))
-    merged = OmegaConf.merge(*layers)
-    return ModelConfig(**OmegaConf.to_container(merged))
+            raise MissingFileError(f"model preset {preset!r} not found ({path}); known: {known}")
+        files.append(path)
+    dotlist = [o[len("model."):] if o.startswith("model.") else o for o in overrides or []]
+    return load_config(ModelConfig, files, dotlist, [fields] if fields else [], section="model",
+                       example="model.n_layer=4")

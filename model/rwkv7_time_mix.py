@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.errors import UserError
+
 from kernels import wkv7
 
 from .init_schedules import (channel_ramp, ln_x_scale, orthogonal, orthogonal_scaled, ratios,
@@ -40,7 +42,7 @@ class RWKV7TimeMix(TimeMixer):
         c, self.layer = cfg.n_embd, layer
         self.n_head, self.head_size, self.rope_theta = cfg.n_head, cfg.head_size, cfg.rk_rope_theta
         if cfg.att_width != c:
-            raise ValueError(f"model.dim_att={cfg.dim_att}: RWKV-7 needs dim_att = n_embd")
+            raise UserError(f"model.dim_att={cfg.dim_att}: RWKV-7 needs dim_att = n_embd")
         for name in MIXES:
             setattr(self, name, nn.Parameter(torch.empty(1, 1, c)))
         for kind in ("w", "a", "v", "g"):

@@ -28,8 +28,10 @@ from pathlib import Path
 from statistics import median
 
 import torch
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+
+from common.cli import command
+from common.config_loader import load_config as load_layers
+from common.errors import UserError
 
 from model import build_model
 
@@ -77,25 +79,21 @@ class CompareConfig:
 
 def load_config(config: str | Path | None, overrides: list[str]) -> CompareConfig:
     """Schema <- YAML <- COMPARE_STEPS <- overrides; unknown keys fail naming the key."""
-    layers = [OmegaConf.structured(CompareConfig)]
     path = Path(config) if config else DEFAULT_CONFIG
-    if config or path.is_file():
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist")
-        layers.append(OmegaConf.load(path))
+    files = [path] if config or path.is_file() else []
+    env = []
     if os.environ.get("COMPARE_STEPS"):
         try:
-            layers.append(OmegaConf.create({"steps": int(os.environ["COMPARE_STEPS"])}))
+            env.append({"steps": int(os.environ["COMPARE_STEPS"])})
         except ValueError:
-            raise ValueError(f"COMPARE_STEPS={os.environ['COMPARE_STEPS']!r}: must be an integer")
-    layers.append(OmegaConf.from_dotlist(overrides))
-    cfg: CompareConfig = OmegaConf.to_object(OmegaConf.merge(*layers))
+            raise UserError(f"COMPARE_STEPS={os.environ['COMPARE_STEPS']!r}: must be an integer")
+    cfg: CompareConfig = load_layers(CompareConfig, files, overrides, env, example="steps=50")
     for key in ("steps", "micro_batch", "ctx_len", "val_batches", "eval_batches", "nproc",
                 "cache_context", "seeds"):
         if getattr(cfg, key) <= 0:
-            raise ValueError(f"{key}={getattr(cfg, key)}: must be a positive integer")
+            raise UserError(f"{key}={getattr(cfg, key)}: must be a positive integer")
     if not cfg.archs or len(set(cfg.archs)) != len(cfg.archs):
-        raise ValueError(f"archs={cfg.archs}: must list distinct architectures")
+        raise UserError(f"archs={cfg.archs}: must list distinct architectures")
     return cfg
 
 
@@ -130,8 +128,8 @@ def count_params(cfg: CompareConfig) -> dict[str, int]:
     for arch in cfg.archs:
         run_cfg = load_run_config(cfg.preset.format(arch=arch), train_args(cfg, arch)[2:])
         if run_cfg.model.variant != arch:
-            raise ValueError(f"preset {cfg.preset.format(arch=arch)} builds "
-                             f"{run_cfg.model.variant!r}, not {arch!r}")
+            raise UserError(f"preset {cfg.preset.format(arch=arch)} builds "
+                            f"{run_cfg.model.variant!r}, not {arch!r}")
         model_cfg = run_cfg.model if run_cfg.model.vocab_size else replace(run_cfg.model, vocab_size=vocab)
         counts[arch] = build_model(model_cfg, device="meta").num_params()
     return counts
@@ -216,6 +214,7 @@ def run_settings(cfg: CompareConfig) -> dict:
             "shape": f" ({m.n_layer} layers x {m.n_embd}, head size {m.head_size}, context {m.ctx_len})"}
 
 
+@command("pipeline.compare")
 def main(argv: list[str] | None = None) -> int:
     from .eval.compare_report import aggregate, describe_machine, write_plot, write_results
 
@@ -225,17 +224,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="key=value, e.g. steps=50 archs=[goldfinch,llama]")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    try:
-        cfg = load_config(args.config, args.overrides)
-        data = DataDir.open(cfg.data)
-        spread = check_params(count_params(cfg), cfg.param_tolerance)
-        runs = [(arch, seed) for seed in seed_list(cfg) for arch in cfg.archs]
-        walls = {run: train_one(cfg, *run) for run in runs}
-        per_seed = [summarize(cfg, arch, seed, walls[arch, seed], data) for arch, seed in runs]
-        rows = aggregate(per_seed, cfg.archs)
-    except (FileNotFoundError, ValueError, OmegaConfBaseException, PipelineError) as err:
-        print(f"pipeline.compare: {err}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config, args.overrides)
+    data = DataDir.open(cfg.data)
+    spread = check_params(count_params(cfg), cfg.param_tolerance)
+    runs = [(arch, seed) for seed in seed_list(cfg) for arch in cfg.archs]
+    walls = {run: train_one(cfg, *run) for run in runs}
+    per_seed = [summarize(cfg, arch, seed, walls[arch, seed], data) for arch, seed in runs]
+    rows = aggregate(per_seed, cfg.archs)
     cfg = replace(cfg, date=cfg.date or datetime.date.today().isoformat(),
                   machine=cfg.machine or describe_machine())
     summary = {"config": asdict(cfg), "param_spread": spread, "rows": rows, "runs": per_seed,

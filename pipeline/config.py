@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import math
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Optional
 
 from omegaconf import OmegaConf
 
-from data_prep.config import DataConfig
+from common.config_loader import load_config
+from common.errors import ConfigError, UserError
+
 from model import ModelConfig
 
 from .distill.config import DistillConfig
@@ -35,7 +37,9 @@ DEFAULT_DATA_PATH = "data/default"
 
 
 @dataclass
-class TrainDataConfig(DataConfig):
+class TrainDataConfig:
+    """What training reads of its data: the data-prep build keys (vocab_size, tokenizer, ...) are
+    `python -m data_prep`'s and recorded in the data dir's manifest, so here they fail by name."""
     path: str = DEFAULT_DATA_PATH  # a data dir built by `python -m data_prep` (path or fsspec URL)
     # hash each shard against the manifest the first time a process reads it (sizes are always
     # checked when the data dir is opened); costs about one extra read of each shard per process
@@ -116,23 +120,23 @@ class RunConfig:
 def _check_data(d: TrainDataConfig) -> None:
     for key in ("shuffle_shards", "read_ahead", "retries"):
         if getattr(d, key) < (1 if key == "shuffle_shards" else 0):
-            raise ValueError(f"data.{key}={getattr(d, key)!r}: must be >= "
-                             f"{1 if key == 'shuffle_shards' else 0}")
+            raise UserError(f"data.{key}={getattr(d, key)!r}: must be >= "
+                            f"{1 if key == 'shuffle_shards' else 0}")
     if d.mix and d.path != DEFAULT_DATA_PATH:
-        raise ValueError(f"data.path={d.path!r} and data.mix are both set: name the data dirs of a "
-                         "mixture in data.mix only")
+        raise UserError(f"data.path={d.path!r} and data.mix are both set: name the data dirs of a "
+                        "mixture in data.mix only")
     for i, source in enumerate(d.mix):
         if not source.path:
-            raise ValueError(f"data.mix[{i}].path: empty; every source names a data dir")
+            raise UserError(f"data.mix[{i}].path: empty; every source names a data dir")
         if not source.weight > 0:
-            raise ValueError(f"data.mix[{i}].weight={source.weight!r}: must be > 0")
+            raise UserError(f"data.mix[{i}].weight={source.weight!r}: must be > 0")
 
 
 def _check(cfg: RunConfig) -> None:
     t = cfg.train
 
-    def bad(key: str, why: str) -> ValueError:
-        return ValueError(f"train.{key}={getattr(t, key)!r}: {why}")
+    def bad(key: str, why: str) -> UserError:
+        return UserError(f"train.{key}={getattr(t, key)!r}: {why}")
 
     if t.zero_stage not in (0, 1, 2, 3):
         raise bad("zero_stage", "must be 0, 1, 2 or 3")
@@ -192,8 +196,8 @@ def fit_to_world(cfg: RunConfig, world: int) -> RunConfig:
     if t.global_batch:
         per_pass = t.micro_batch * world
         if t.global_batch % per_pass:
-            raise ValueError(f"train.global_batch={t.global_batch} is not divisible by "
-                             f"train.micro_batch={t.micro_batch} x {world} ranks = {per_pass}")
+            raise UserError(f"train.global_batch={t.global_batch} is not divisible by "
+                            f"train.micro_batch={t.micro_batch} x {world} ranks = {per_pass}")
         cfg = replace(cfg, train=replace(t, grad_accum=t.global_batch // per_pass))
     return resolve_budgets(cfg, world)
 
@@ -212,8 +216,8 @@ def resolve_budgets(cfg: RunConfig, world: int) -> RunConfig:
     for i, phase in enumerate(cfg.freeze.phases):
         if phase.until_tokens is not None:
             if phase.until_step is not None or phase.until_tokens <= 0:
-                raise ValueError(f"freeze.phases[{i}].until_tokens={phase.until_tokens}: must be a "
-                                 "positive number of tokens, and until_step unset")
+                raise UserError(f"freeze.phases[{i}].until_tokens={phase.until_tokens}: must be a "
+                                "positive number of tokens, and until_step unset")
             phase = replace(phase, until_step=steps(phase.until_tokens))
         phases.append(phase)
     t = replace(t, max_steps=steps(t.max_tokens) if t.max_tokens else t.max_steps,
@@ -235,21 +239,45 @@ def _spaced_phases(override: str) -> str:
     return PHASE_KEYS.sub(r"\1: ", override)
 
 
+def _data_prep_hint(message: str) -> str:
+    """A data-prep key given to the trainer: say where it belongs."""
+    from data_prep.config import DataConfig
+
+    for f in fields(DataConfig):
+        if f"(data.{f.name})" in message:
+            return (f"; data.{f.name} is how python -m data_prep builds a data dir, and training "
+                    "reads the built dir's manifest.json")
+    return ""
+
+
 def load_run_config(config: str | Path | list | None = None,
                     overrides: list[str] | None = None) -> RunConfig:
     """Schema <- YAML file(s), later ones over earlier ones (a recipe, then the model section a
     converter wrote) <- overrides; unknown keys and wrong types fail here, naming the key."""
-    layers = [OmegaConf.structured(RunConfig)]
-    for path in [config] if isinstance(config, (str, Path)) else config or []:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"config file {path} does not exist")
-        layers.append(OmegaConf.load(path))
-    if overrides:
-        layers.append(OmegaConf.from_dotlist([_spaced_phases(o) for o in overrides]))
-    merged = OmegaConf.merge(*layers)
-    cfg: RunConfig = OmegaConf.to_object(merged)
+    files = [config] if isinstance(config, (str, Path)) else config or []
+    dotlist = [_spaced_phases(o) for o in overrides or []]
+    try:
+        cfg: RunConfig = load_config(RunConfig, files, dotlist, example="train.max_steps=50")
+        student = student_model_layer(cfg.train.init_from)
+        if student is not None:  # the student's model keys under everything the user set
+            cfg = load_config(RunConfig, files, dotlist, example="train.max_steps=50", base=[student])
+    except ConfigError as err:
+        raise ConfigError(f"{err}{_data_prep_hint(str(err))}") from None
     _check(cfg)
     return cfg
+
+
+def student_model_layer(init_from: str | None):
+    """For a train.init_from built by `model.convert from-transformers` (it has teacher.json):
+    its model keys as a config layer, so the run builds the student it holds unless a key is
+    set on purpose (ctx_len and cache_dtype stay the recipe's: training choices)."""
+    import json
+
+    src = Path(init_from) if init_from else None
+    if src is None or not (src / "teacher.json").is_file() or not (src / "config.json").is_file():
+        return None
+    keys = json.loads((src / "config.json").read_text())
+    return {"model": {k: v for k, v in keys.items() if k not in ("ctx_len", "cache_dtype")}}
 
 
 def to_yaml(cfg: RunConfig) -> str:

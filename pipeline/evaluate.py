@@ -23,9 +23,11 @@ from pathlib import Path
 
 import torch
 
+from common.cli import command
+from common.errors import UserError
+
 from .data.data_loader import DataDir
 from .data.val_windows import ValWindows, summed_loss
-from .errors import PipelineError
 from .inference.run_loading import LoadedModel, add_source_args, check_vocab, load, run_data_path
 from .records.tracking import TrackingConfig, store_uris
 from . import runs
@@ -78,7 +80,7 @@ def plan_for(loaded: LoadedModel, batches: int | None, micro_batch: int | None) 
 def check_counts(batches: int | None, micro_batch: int | None) -> None:
     for name, value in (("--batches", batches), ("--micro-batch", micro_batch)):
         if value is not None and value <= 0:
-            raise ValueError(f"{name}={value}: must be a positive integer")
+            raise UserError(f"{name}={value}: must be a positive integer")
 
 
 @torch.no_grad()
@@ -113,8 +115,8 @@ def against_teacher(loaded: LoadedModel, data: DataDir, plan: EvalPlan, path: Pa
 
     info = describe(path)
     if info.vocab_size < loaded.cfg.vocab_size:
-        raise ValueError(f"--teacher {path}: its vocabulary ({info.vocab_size}) is smaller than the "
-                         f"model's ({loaded.cfg.vocab_size})")
+        raise UserError(f"--teacher {path}: its vocabulary ({info.vocab_size}) is smaller than the "
+                        f"model's ({loaded.cfg.vocab_size})")
     teacher = Teacher(info, torch.device("cpu"), torch.float32)
     val = ValWindows(data, plan.ctx_len, plan.windows)
     return compare_with_teacher(loaded.model, teacher, val, plan.micro_batch)
@@ -129,7 +131,7 @@ def log_to_mlflow(loaded: LoadedModel, result: dict) -> str:
     from .records.tracking import RUN_ID_FILE
 
     if loaded.run_dir is None or loaded.run_cfg is None:
-        raise ValueError("--log-mlflow needs --run (an exported model alone has no MLflow run)")
+        raise UserError("--log-mlflow needs --run (an exported model alone has no MLflow run)")
     id_file = loaded.run_dir / RUN_ID_FILE
     if not id_file.is_file():
         raise FileNotFoundError(f"{id_file} is missing: the run was not tracked in MLflow")
@@ -144,6 +146,7 @@ def log_to_mlflow(loaded: LoadedModel, result: dict) -> str:
     return run_id
 
 
+@command("pipeline.evaluate")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.evaluate",
                                      description=__doc__.splitlines()[0])
@@ -157,18 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher", type=Path, help="a distillation teacher (Hugging Face dir or "
                         "export dir): also report its loss and KL(teacher || model)")
     args = parser.parse_args(argv)
-    try:
-        check_counts(args.batches, args.micro_batch)
-        loaded = load(args.run, args.model, args.step)
-        data_path = args.data or run_data_path(loaded)
-        if data_path is None:
-            raise ValueError(f"{args.model} has no run config naming its data: pass --data DIR")
-        result = evaluate(loaded, data_path, args.batches, args.micro_batch, args.teacher)
-        if args.log_mlflow:
-            result["mlflow_run_id"] = log_to_mlflow(loaded, result)
-    except (FileNotFoundError, ValueError, PipelineError) as err:
-        print(f"pipeline.evaluate: {err}", file=sys.stderr)
-        return 2
+    check_counts(args.batches, args.micro_batch)
+    loaded = load(args.run, args.model, args.step)
+    data_path = args.data or run_data_path(loaded)
+    if data_path is None:
+        raise UserError(f"{args.model} has no run config naming its data: pass --data DIR")
+    result = evaluate(loaded, data_path, args.batches, args.micro_batch, args.teacher)
+    if args.log_mlflow:
+        result["mlflow_run_id"] = log_to_mlflow(loaded, result)
     print(json.dumps(result))
     return 0
 

@@ -11,10 +11,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import PipelineError
+from common.cli import command
+
 from .inference.exporting import export
 
 
+@command("pipeline.export")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, type=Path, help="run directory (runs/<name>)")
@@ -23,11 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unmerged", action="store_true",
                         help="keep Bone/Bat blocks apart from the weights they update")
     args = parser.parse_args(argv)
-    try:
-        out = export(args.run, args.out, args.step, args.unmerged)
-    except (FileNotFoundError, ValueError, PipelineError) as err:
-        print(f"pipeline.export: {err}", file=sys.stderr)
-        return 2
+    out = export(args.run, args.out, args.step, args.unmerged)
     print(f"exported {args.run} -> {out}")
     return 0
 

@@ -25,6 +25,9 @@ from pathlib import Path
 
 import torch
 
+from common.cli import command
+from common.errors import UserError
+
 from model import LanguageModel, ModelConfig, ModelState
 from model.cache_report import llama_style_bytes_per_token
 
@@ -65,7 +68,7 @@ def generate(model: LanguageModel, prompt_ids: list[int], max_new_tokens: int,
              stop_id: int | None = None) -> Generation:
     """Linear pre-fill of the prompt, then one token per step through the state."""
     if not prompt_ids:
-        raise ValueError("the prompt holds no tokens")
+        raise UserError("the prompt holds no tokens")
     check_params(temperature, top_p)
     model.eval()
     generator = torch.Generator().manual_seed(seed)
@@ -123,23 +126,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@command("pipeline.generate")
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    try:
-        if not args.prompt:
-            raise ValueError("--prompt is empty: give the text to continue")
-        if args.max_new_tokens < 0:
-            raise ValueError(f"--max-new-tokens={args.max_new_tokens}: must be >= 0")
-        check_params(args.temperature, args.top_p)
-        loaded = load(args.run, args.model, args.step)
-        tokenizer = load_tokenizer(loaded, args.tokenizer)
-        prompt_ids = tokenizer.encode(args.prompt)
-        if not prompt_ids:
-            raise ValueError(f"--prompt {args.prompt!r} encodes to no tokens with the {tokenizer.kind} "
-                             "tokenizer")
-    except (FileNotFoundError, ValueError) as err:
-        print(f"pipeline.generate: {err}", file=sys.stderr)
-        return 2
+    if not args.prompt:
+        raise UserError("--prompt is empty: give the text to continue")
+    if args.max_new_tokens < 0:
+        raise UserError(f"--max-new-tokens={args.max_new_tokens}: must be >= 0")
+    check_params(args.temperature, args.top_p)
+    loaded = load(args.run, args.model, args.step)
+    tokenizer = load_tokenizer(loaded, args.tokenizer)
+    prompt_ids = tokenizer.encode(args.prompt)
+    if not prompt_ids:
+        raise UserError(f"--prompt {args.prompt!r} encodes to no tokens with the {tokenizer.kind} "
+                        "tokenizer")
     total = len(prompt_ids) + args.max_new_tokens
     if total > loaded.cfg.ctx_len:
         print(f"pipeline.generate: note: {total} tokens exceed the trained context "

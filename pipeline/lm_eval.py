@@ -19,7 +19,9 @@ from pathlib import Path
 
 import torch
 
-from .errors import PipelineError
+from common.cli import command
+from common.errors import UserError
+
 from .eval import results as eval_results
 from .eval.harness import DEFAULT_BOOTSTRAP_ITERS, parse_limit, parse_tasks, run_tasks
 from .eval.lm_adapter import GoldFinchLM
@@ -93,24 +95,21 @@ def evaluate_hf(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("pipeline.lm_eval")
 def main(argv: list[str] | None = None) -> int:
     from lm_eval.utils import handle_non_serializable, make_table
 
     args = parse(argv)
-    try:
-        if args.batch_size <= 0:
-            raise ValueError(f"--batch-size={args.batch_size}: must be a positive integer")
-        parse_tasks(args.tasks)
-        parse_limit(args.limit)
-        if args.hf:
-            return evaluate_hf(args)
-        loaded = load(args.run, args.model, args.step)
-        tokenizer = load_tokenizer(loaded, args.tokenizer)
-        results = evaluate(loaded, tokenizer, args)
-        where = record(loaded, results, args.out, not args.no_mlflow)
-    except (FileNotFoundError, ValueError, PipelineError) as err:
-        print(f"pipeline.lm_eval: {err}", file=sys.stderr)
-        return 2
+    if args.batch_size <= 0:
+        raise UserError(f"--batch-size={args.batch_size}: must be a positive integer")
+    parse_tasks(args.tasks)
+    parse_limit(args.limit)
+    if args.hf:
+        return evaluate_hf(args)
+    loaded = load(args.run, args.model, args.step)
+    tokenizer = load_tokenizer(loaded, args.tokenizer)
+    results = evaluate(loaded, tokenizer, args)
+    where = record(loaded, results, args.out, not args.no_mlflow)
     print(make_table(results), file=sys.stderr)
     summary = {k: v for k, v in results.items() if k != "samples"}
     summary.update(step=loaded.step, source=str(loaded.source), **where)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+
+from common.cli import exit_on, user_error_types
 
 from kernels import set_wkv_backend
 from model import build_model
@@ -203,21 +204,14 @@ def close_loop(progress, stop, loader, stream) -> None:
     stream.close()
 
 
-def one_line(err: Exception) -> str:
-    """OmegaConf's messages add lines of internals; its first line and the full key say it all."""
-    if isinstance(err, OmegaConfBaseException):
-        key = getattr(err, "full_key", None)
-        return str(err).splitlines()[0] + (f" ({key})" if key else "")
-    return str(err)
-
-
 def main(argv: list[str] | None = None) -> int:
+    """Exit 2 on a bad config (common/cli.py), 1 on a PipelineError while training, 128 + the
+    signal when stopped outside the steps; any other exception is a bug and keeps its traceback."""
     try:
         cfg, _ = parse_args(argv, __doc__.splitlines()[0])
         cfg, data = prepare(cfg)
-    except (ValueError, FileNotFoundError, OmegaConfBaseException, PipelineError) as err:
-        print(f"pipeline.train: {one_line(err)}", file=sys.stderr)
-        return 2
+    except user_error_types() as err:
+        return exit_on("pipeline.train", err)
     try:
         train(cfg, data)
     except PipelineError as err:

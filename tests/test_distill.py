@@ -182,3 +182,28 @@ def test_distill_recipes_load_and_scale(recipe, tmp_path):
     tokens = [p.until_tokens for p in cfg.freeze.phases[:-1]]
     assert bounds == [-(-t * 0.001 // per_step) for t in tokens] and bounds[0] < bounds[1]
     assert fitted.train.max_steps == -(-cfg.train.max_tokens * 0.001 // per_step) > bounds[1]
+
+
+def test_a_from_transformers_student_brings_its_model_keys(tmp_path):
+    """init_from a student (teacher.json beside its config.json): its model keys are the run's
+    unless set; ctx_len stays the recipe's; a key set to another value is refused by name."""
+    from dataclasses import asdict
+
+    from pipeline.distill.config import check_student
+
+    student = load_model_config(None, ["n_layer=3", "n_embd=64", "head_size=16", "ctx_len=4096",
+                                       "vocab_size=300", "norm=rmsnorm", "emb_norm=false",
+                                       "att_bias=true", "cmix=swiglu", "dim_ffn=128"])
+    (tmp_path / "config.json").write_text(json.dumps(asdict(student)))
+    (tmp_path / "teacher.json").write_text("{}")
+    cfg = load_run_config("configs/recipes/distill-radlads-goldfinch.yaml",
+                          [f"train.init_from={tmp_path}"])
+    assert (cfg.model.norm, cfg.model.att_bias, cfg.model.emb_norm, cfg.model.dim_ffn) == \
+        ("rmsnorm", True, False, 128)
+    assert cfg.model.ctx_len == 512  # the recipe's
+    check_student(cfg)
+    clash = load_run_config(None, [f"train.init_from={tmp_path}", "model.att_bias=false"])
+    with pytest.raises(ValueError, match="model.att_bias=False \\(the student's: True\\)"):
+        check_student(clash)
+    (tmp_path / "teacher.json").unlink()  # an ordinary export: nothing is taken from it
+    assert load_run_config(None, [f"train.init_from={tmp_path}"]).model.norm == "layernorm"

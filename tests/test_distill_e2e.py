@@ -51,8 +51,7 @@ def distil(root, name, teacher, student, zero_stage=1):
     align, kl = ALIGN, KL
     run_train(root, f"train.run_name={name}", f"train.max_steps={align + kl}",
               f"train.zero_stage={zero_stage}",
-              "--config", str(student / "model.yaml"), f"train.init_from={student}",
-              f"distill.teacher={teacher}", "train.warmup_steps=0", f"train.save_every={align}",
+              f"train.init_from={student}", f"distill.teacher={teacher}", "train.warmup_steps=0", f"train.save_every={align}",
               "train.keep_last=5",
               f"freeze.phases=[{{until_step:{align},train:[mixers],loss:align,lr:1e-3,lr_final:1e-5}},"
               "{train:[all],loss:kl,lr:1e-3,lr_final:1e-4}]")
@@ -60,8 +59,7 @@ def distil(root, name, teacher, student, zero_stage=1):
 
 
 def ce_only(root, name, student, steps):
-    run_train(root, f"train.run_name={name}", f"train.max_steps={steps}",
-              "--config", str(student / "model.yaml"), f"train.init_from={student}",
+    run_train(root, f"train.run_name={name}", f"train.max_steps={steps}", f"train.init_from={student}",
               "train.warmup_steps=0", "train.lr=1e-3", "train.lr_final=1e-4")
     return root / "runs" / name
 

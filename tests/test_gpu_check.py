@@ -92,11 +92,13 @@ def test_summary_states_ratios_and_targets():
              {"part": "wkv6_speed", "impl": "torch chunked", "u": False, "ms": 50.0},
              {"part": "wkv6_fla", "impl": "fla chunk_rwkv6", "u": False, "ms": 1.6},
              {"part": "train_l24", "steps": 20, "tokens_per_s": 40000.0, "mfu": 0.45},
+             {"part": "train_l24_gf7", "steps": 20, "tokens_per_s": 30000.0, "mfu": 0.35},
              {"part": "wkv6_fla", "status": "ok", "seconds": 70.0}]
     text = "\n".join(gpu_check.summarize(rows_))
     assert "torch chunked 50.00 ms: Triton 25.00x faster (target >= 20x: met)" in text
     assert "fla chunk_rwkv6 1.60 ms: Triton 0.80x faster (target >= 1x: NOT met)" in text
     assert "MFU 45.0% (target >= 40%: met)" in text
+    assert "GoldFinch-7 L24-D2048: 30000 tokens/s, MFU 35.0% (target >= 40%: NOT met)" in text
     assert "target" not in "\n".join(gpu_check.summarize(rows_, judge=False))
 
 

@@ -4,10 +4,13 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("kernels", "model", "pipeline", "data_prep")
+PACKAGES = ("common", "kernels", "model", "pipeline", "data_prep")
+# common (user errors, the CLI wrapper, the config loader) is the floor every package stands on;
 # kernels <- model <- pipeline; data_prep stands apart (pipeline may read its formats)
-MAY_IMPORT = {"kernels": {"kernels"}, "model": {"kernels", "model"},
-              "pipeline": {"kernels", "model", "pipeline", "data_prep"}, "data_prep": {"data_prep"}}
+MAY_IMPORT = {"common": {"common"}, "kernels": {"common", "kernels"},
+              "model": {"common", "kernels", "model"},
+              "pipeline": {"common", "kernels", "model", "pipeline", "data_prep"},
+              "data_prep": {"common", "data_prep"}}
 
 
 def modules() -> dict[str, Path]:

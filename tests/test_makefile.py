@@ -113,7 +113,7 @@ def test_make_train_on_another_data_dir_leaves_no_default_data_in_a_fresh_copy(t
     from pipeline_helpers import TINY, make_data_dir
 
     repo = tmp_path / "repo"
-    for name in ("launch", "pipeline", "model", "kernels", "data_prep", "configs"):
+    for name in ("launch", "common", "pipeline", "model", "kernels", "data_prep", "configs"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("Makefile", "pyproject.toml"):
         shutil.copy(ROOT / name, repo / name)

@@ -212,7 +212,8 @@ def test_overrides_are_validated(tmp_path, capsys):
     assert "model.ctx_len=0" in capsys.readouterr().err
     assert convert_main(["import", str(tmp_path / "ref.pth"), "--out", str(tmp_path / "o"),
                          "ctx_lenn=5"]) == 2
-    assert "ctx_lenn" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "ctx_lenn" in err and "bad key=value override" in err, err
 
 
 def test_meta_built_layout_matches_for_the_paper_sizes():

@@ -48,16 +48,18 @@ def assert_all_close(got, want, tol, names=NAMES):
         assert err <= tol * scale, f"{name}: max error {err:.3g} > {tol} x {scale:.3g}"
 
 
-@pytest.mark.parametrize("b, t, h, kk, bv", [
-    (1, 1, 1, 16, None),    # a single token
-    (1, 16, 1, 16, None),   # exactly one chunk
-    (2, 45, 2, 16, None),   # three chunks, ragged tail of 13
-    (2, 37, 2, 32, 16),     # head size 32, two value tiles per head
-    (1, 40, 1, 64, 16),     # head size 64, four value tiles per head
+@pytest.mark.parametrize("b, t, h, kk, bv, bk", [
+    (1, 1, 1, 16, None, None),  # a single token
+    (1, 16, 1, 16, None, None),  # exactly one chunk
+    (2, 45, 2, 16, None, None),  # three chunks, ragged tail of 13
+    (2, 37, 2, 32, 16, None),   # head size 32, two value tiles per head
+    (2, 37, 2, 32, 16, 16),     # ... and two key slices in the backward's second phase
+    (1, 40, 1, 64, 16, None),   # head size 64, four value tiles per head
+    (1, 40, 1, 128, None, None),  # head size 128 at its launch tiles: 8 value tiles, 2 key slices
 ])
-def test_fp32_matches_fp64_recurrence_with_every_gradient(b, t, h, kk, bv):
+def test_fp32_matches_fp64_recurrence_with_every_gradient(b, t, h, kk, bv, bk):
     args64, args = inputs(b, t, h, kk, seed=t + kk)
-    got = outputs_and_grads(lambda *x: wkv7_triton(*x, tiles=Tiles(bv, bv)), args)
+    got = outputs_and_grads(lambda *x: wkv7_triton(*x, tiles=Tiles(bv, bv, bk)), args)
     assert [x.dtype for x in got] == [torch.float32] * len(NAMES)
     assert_all_close(got, outputs_and_grads(wkv7_naive, args64), FP32_TOL)
 
@@ -84,7 +86,7 @@ def test_bf16_inputs_accumulate_in_fp32():
     the bf16 rounding of y and the gradients (2^-9) and of the bf16 dot operands, ~0.7% at most
     (the interpreter rounds operands as the tensor cores do)."""
     args64, args = inputs(2, 45, 2, 32, dtype=torch.bfloat16, seed=3)
-    got = outputs_and_grads(lambda *x: wkv7_triton(*x, tiles=Tiles(16, 16)), args)
+    got = outputs_and_grads(lambda *x: wkv7_triton(*x, tiles=Tiles(16, 16, 16)), args)
     assert got[0].dtype == torch.bfloat16 and got[1].dtype == torch.float32
     assert all(g.dtype == a.dtype for g, a in zip(got[2:], args))
     assert_all_close(got, outputs_and_grads(wkv7_naive, args64), 2e-2)

@@ -1,6 +1,6 @@
 """The WKV7 Triton kernels compile for a real GPU (sm_90 cubins via the wheel's ptxas), even on CPU
-CI: every training launch at head sizes 64 and 128 in bf16 fits shared memory, the forward never
-spills, and the backward does not spill at K=64 (at K=128 it does: docs/BENCHMARKS.md)."""
+CI: every training launch at head sizes 64 and 128 in bf16 fits shared memory and spills nothing,
+forward and backward (docs/BENCHMARKS.md)."""
 import json
 import os
 import subprocess
@@ -28,5 +28,4 @@ def test_bf16_training_launches_compile_for_sm90(tmp_path):
         {flag for line in lines for flag in line["variant"].split()}
     for line in lines:
         assert 0 < line["n_regs"] <= 255 and line["shared_bytes"] <= H100_SHARED, line
-        if line["kernel"] == "wkv7_fwd_kernel" or line["head_size"] == 64:
-            assert line["n_spills"] == 0, line
+        assert line["n_spills"] == 0, line

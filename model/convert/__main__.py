@@ -19,7 +19,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import ConvertError, export_reference, from_transformers, import_reference
+from common.cli import command
+
+from . import export_reference, from_transformers, import_reference
 
 TAKES_OVERRIDES = ("import", "from-transformers")
 
@@ -35,6 +37,7 @@ def _summary(teacher: str, out: str, cfg, rope: bool) -> str:
             f"teacher recorded in teacher.json")
 
 
+@command("model.convert")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m model.convert",
                                      description=__doc__.splitlines()[0])
@@ -57,22 +60,18 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         parser.error(f"unrecognized arguments: {' '.join(bad)} (import and from-transformers take "
                      "model key=value overrides after the source)")
-    try:
-        if args.command == "import":
-            cfg = import_reference(args.src, args.out, overrides)
-            lower = f", lower={cfg.lower_mixer}" if cfg.arch != "llama" else ""
-            print(f"imported {args.src} -> {args.out}: arch={cfg.arch}{lower}, n_layer={cfg.n_layer}, "
-                  f"n_embd={cfg.n_embd}, vocab_size={cfg.vocab_size}, head_size={cfg.head_size}, "
-                  f"gold blocks={cfg.n_gold}, ctx_len={cfg.ctx_len}")
-        elif args.command == "from-transformers":
-            cfg = from_transformers(args.teacher, args.out, overrides, rope=args.rope)
-            print(_summary(args.teacher, args.out, cfg, args.rope))
-        else:
-            ref = export_reference(args.model_dir, args.out)
-            print(f"exported {args.model_dir} -> {args.out}: {len(ref)} tensors in the reference layout")
-    except (ConvertError, ValueError, FileNotFoundError) as err:
-        print(f"model.convert: {err}", file=sys.stderr)
-        return 2
+    if args.command == "import":
+        cfg = import_reference(args.src, args.out, overrides)
+        lower = f", lower={cfg.lower_mixer}" if cfg.arch != "llama" else ""
+        print(f"imported {args.src} -> {args.out}: arch={cfg.arch}{lower}, n_layer={cfg.n_layer}, "
+              f"n_embd={cfg.n_embd}, vocab_size={cfg.vocab_size}, head_size={cfg.head_size}, "
+              f"gold blocks={cfg.n_gold}, ctx_len={cfg.ctx_len}")
+    elif args.command == "from-transformers":
+        cfg = from_transformers(args.teacher, args.out, overrides, rope=args.rope)
+        print(_summary(args.teacher, args.out, cfg, args.rope))
+    else:
+        ref = export_reference(args.model_dir, args.out)
+        print(f"exported {args.model_dir} -> {args.out}: {len(ref)} tensors in the reference layout")
     return 0
 
 

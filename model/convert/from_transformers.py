@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from common.errors import ConfigError
+
 from ..config import ModelConfig, load_model_config
 from .infer import CHECKPOINT_DTYPES, ConvertError
 from .teacher import Teacher, read_teacher
@@ -30,8 +32,6 @@ GOLD_MAPS = {"query": "q", "output": "o"}
 
 def student_config(teacher: Teacher, overrides: list[str] | None, rope: bool) -> ModelConfig:
     """The teacher's shape, arch=goldfinch unless overridden, then the key=value overrides."""
-    from omegaconf.errors import OmegaConfBaseException
-
     fields = dict(teacher.fields, arch="goldfinch")
     if teacher.dtype in CHECKPOINT_DTYPES:
         fields["cache_dtype"] = CHECKPOINT_DTYPES[teacher.dtype]
@@ -42,8 +42,8 @@ def student_config(teacher: Teacher, overrides: list[str] | None, rope: bool) ->
         fields["rk_rope_theta"] = teacher.rope_theta
     try:
         cfg = load_model_config(None, overrides, **fields)
-    except OmegaConfBaseException as err:
-        raise ConvertError(f"bad key=value override: {str(err).splitlines()[0]}") from None
+    except ConfigError as err:
+        raise ConvertError(f"bad key=value override: {err}") from None
     except ValueError as err:
         width = teacher.n_head * teacher.fields["head_size"]
         raise ConvertError(f"{teacher.path}: the student cannot be built: {err} (teacher: "
@@ -123,9 +123,6 @@ def student_state(teacher: Teacher, cfg: ModelConfig) -> dict[str, torch.Tensor]
     return sd
 
 
-STUDENT_MODEL_YAML = "model.yaml"
-
-
 def from_transformers(teacher_dir: str | Path, out_dir: str | Path,
                       overrides: list[str] | None = None, rope: bool = False) -> ModelConfig:
     """Write a student model dir (model.safetensors + config.json, as `import` writes; plus the
@@ -145,22 +142,5 @@ def from_transformers(teacher_dir: str | Path, out_dir: str | Path,
     if teacher.tokenizer is not None:
         shutil.copyfile(teacher.tokenizer, out / "tokenizer.json")
     (out / "teacher.json").write_text(json.dumps(fingerprint, indent=1, sort_keys=True) + "\n")
-    write_model_section(cfg, out / STUDENT_MODEL_YAML)
     return cfg
 
-
-def yaml_scalar(value) -> str:
-    """JSON spelling, but floats always with a dot (YAML 1.1 reads 1e-06 as a string)."""
-    text = json.dumps(value)
-    return text.replace("e", ".0e", 1) if isinstance(value, float) and "." not in text else text
-
-
-def write_model_section(cfg: ModelConfig, path: Path) -> None:
-    """The student's model keys as a run-config layer (`--config DIR/model.yaml`), so that the
-    trainer builds exactly the student; ctx_len is left to the recipe (a training choice)."""
-    from dataclasses import asdict
-
-    keys = {k: v for k, v in sorted(asdict(cfg).items()) if k not in ("ctx_len", "cache_dtype")}
-    lines = ["# the student's model keys: layer it over a recipe with --config (pipeline.train)",
-             "model:"] + [f"  {k}: {yaml_scalar(v)}" for k, v in keys.items()]
-    path.write_text("\n".join(lines) + "\n")

@@ -10,6 +10,8 @@ import re
 
 import torch
 
+from common.errors import ConfigError, UserError
+
 from ..config import ModelConfig, load_model_config
 from ..parts import CHANNEL_MIXERS, TIME_MIXERS
 from ..rwkv7_time_mix import lora_width
@@ -33,7 +35,7 @@ LOOKALIKES = (
 )
 
 
-class ConvertError(ValueError):
+class ConvertError(UserError):
     """A checkpoint that cannot be converted; the message names the file and the problem."""
 
 
@@ -111,12 +113,10 @@ def infer_config(sd: dict[str, torch.Tensor], overrides: list[str] | None = None
                 raise ConvertError(f"w_kv_cache_a.weight is {compressed} wide: not n_embd={n_embd} "
                                    "divided by a whole compression ratio")
             fields.update(gold_ratio=_gold_ratio(n_layer, n_lower), kv_compression=n_embd // compressed)
-    from omegaconf.errors import OmegaConfBaseException
-
     try:
         return _simplest(load_model_config(None, overrides, **fields))
-    except OmegaConfBaseException as err:
-        raise ConvertError(f"bad key=value override: {str(err).splitlines()[0]}") from None
+    except ConfigError as err:
+        raise ConvertError(f"bad key=value override: {err}") from None
 
 
 def _simplest(cfg: ModelConfig) -> ModelConfig:

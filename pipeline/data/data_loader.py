@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import UserError
+
 from . import remote
 from ..errors import PipelineError
 
@@ -78,7 +80,6 @@ class DataDir:
         """Checks what is cheap at once: the manifest, the tokenizer, and that every listed shard
         exists with the size the manifest recorded (one listing for a URL). Contents are hashed
         on first read."""
-        from data_prep.errors import UserError
         from data_prep.text_codec import load_codec
 
         path = path if remote.is_url(path) else Path(path)
@@ -91,11 +92,12 @@ class DataDir:
             raise FileNotFoundError(f"{manifest_file} is missing: {path} is not a complete data dir "
                                     "(re-run python -m data_prep to finish it)")
         manifest_bytes = remote.read_bytes(manifest_file, retries)
-        manifest = json.loads(manifest_bytes)
         try:
-            codec = load_codec(path)
-        except UserError as err:
-            raise ValueError(str(err)) from None
+            manifest = json.loads(manifest_bytes)
+        except ValueError as err:
+            raise UserError(f"{manifest_file} is not JSON ({err}): rebuild the data dir with "
+                            "python -m data_prep") from None
+        codec = load_codec(path)
         splits: dict[str, list[Shard]] = {"train": [], "val": []}
         for entry in manifest["shards"]:
             shard = Shard(entry["name"], remote.join(path, entry["name"]), int(entry["samples"]),
@@ -131,10 +133,10 @@ class DataDir:
 
     def check_model(self, vocab_size: int, ctx_len: int, world: int) -> None:
         if vocab_size < self.vocab_size:
-            raise ValueError(f"model.vocab_size={vocab_size} is smaller than the tokenizer's "
-                             f"{self.vocab_size} ({self.path}: {self.manifest.get('tokenizer', {}).get('kind', 'bpe')})")
+            raise UserError(f"model.vocab_size={vocab_size} is smaller than the tokenizer's "
+                            f"{self.vocab_size} ({self.path}: {self.manifest.get('tokenizer', {}).get('kind', 'bpe')})")
         tokens = sum(s.tokens + s.samples for s in self.splits.get("train", []))  # + end-of-texts
         if tokens < (ctx_len + 1) * world:
-            raise ValueError(f"model.ctx_len={ctx_len}: the train split of {self.path} holds "
-                             f"{tokens} tokens, too few to fill one {ctx_len + 1}-token window "
-                             f"per rank ({world} ranks)")
+            raise UserError(f"model.ctx_len={ctx_len}: the train split of {self.path} holds "
+                            f"{tokens} tokens, too few to fill one {ctx_len + 1}-token window "
+                            f"per rank ({world} ranks)")

@@ -13,6 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from common.cli import report
+from common.errors import UserError
+
 from pipeline.config import DEFAULT_DATA_PATH
 
 
@@ -36,7 +39,7 @@ def compare_paths(config: list[str] | None, overrides: list[str]) -> list[str]:
     from pipeline.compare import load_config
 
     if config and len(config) > 1:
-        raise ValueError(f"make compare takes one --config, got {len(config)}: {', '.join(config)}")
+        raise UserError(f"make compare takes one --config, got {len(config)}: {', '.join(config)}")
     return [load_config(config[0] if config else None, overrides).data]
 
 
@@ -46,12 +49,6 @@ def needed(command: str, config: list[str] | None, overrides: list[str]) -> bool
 
 
 def main(argv: list[str] | None = None) -> int:
-    from omegaconf.errors import OmegaConfBaseException
-    from yaml import YAMLError
-
-    from pipeline.errors import PipelineError
-    from pipeline.train import one_line
-
     parser = argparse.ArgumentParser(prog="python -m pipeline.data.default_needed",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=("train", "compare"))
@@ -59,12 +56,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the YAML the command gets (make's CONFIG, and any in its ARGS)")
     parser.add_argument("overrides", nargs="*", help="the command's key=value overrides (make's ARGS)")
     args = parser.parse_intermixed_args(argv)
-    try:
-        print("yes" if needed(args.command, args.config, args.overrides) else "no")
-    except (ValueError, FileNotFoundError, OmegaConfBaseException, PipelineError, YAMLError) as err:
-        print(f"make {args.command}: {one_line(err)}", file=sys.stderr)
-        return 2
-    return 0
+    return report(f"make {args.command}", lambda: print(
+        "yes" if needed(args.command, args.config, args.overrides) else "no"))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from common.errors import UserError
+
 from ..errors import PipelineError
 from .batch_log import BatchLog
 from .mixture import Mixture
@@ -32,8 +34,8 @@ class GlobalBatches:
                        for i, d in enumerate(sources)]
         for data, order in zip(sources, self.orders):
             if order.per_epoch == 0:
-                raise ValueError(f"model.ctx_len={ctx_len}: no train shard of {data.path} holds a "
-                                 f"whole {ctx_len + 1}-token window")
+                raise UserError(f"model.ctx_len={ctx_len}: no train shard of {data.path} holds a "
+                                f"whole {ctx_len + 1}-token window")
         self.mixture = Mixture(weights, seed)
         self.step = self.micro = 0
         self._slice: np.ndarray | None = None

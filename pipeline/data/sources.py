@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.errors import UserError
+
 from .data_loader import DataDir
 from . import remote
 from .global_batches import GlobalBatches
@@ -56,8 +58,8 @@ class TrainingData:
         for source in self.sources:
             tokens = sum(s.tokens + s.samples for s in source.data.splits.get("train", []))
             if tokens < ctx_len + 1:
-                raise ValueError(f"model.ctx_len={ctx_len}: the train split of {source.data.path} "
-                                 f"holds {tokens} tokens, too few for one {ctx_len + 1}-token window")
+                raise UserError(f"model.ctx_len={ctx_len}: the train split of {source.data.path} "
+                                f"holds {tokens} tokens, too few for one {ctx_len + 1}-token window")
 
     def stream(self, cfg, rank: int, world: int) -> GlobalBatches:
         """This rank's training micro-batches (cfg: the run config, fitted to the world size)."""
@@ -89,7 +91,7 @@ def open_sources(data_cfg) -> TrainingData:
     opened = [DataDir.open(path, data_cfg.verify_shards, data_cfg.retries) for path, _ in entries]
     for data in opened[1:]:
         if data.tokenizer_sha256 != opened[0].tokenizer_sha256:
-            raise ValueError(
+            raise UserError(
                 f"data.mix: {opened[0].path} and {data.path} were built with different tokenizers "
                 f"(sha256 {opened[0].tokenizer_sha256[:16]}... vs {data.tokenizer_sha256[:16]}...); "
                 "a mixture needs one vocabulary: rebuild one with data.tokenizer=<the other's tokenizer>")
@@ -97,6 +99,6 @@ def open_sources(data_cfg) -> TrainingData:
     quota = quotas([w for _, w in entries])
     for i, q in enumerate(quota):
         if q == 0:
-            raise ValueError(f"data.mix[{i}].weight={entries[i][1]}: below 1/{BLOCK} of the total "
-                             "weight, so this source would never be drawn")
+            raise UserError(f"data.mix[{i}].weight={entries[i][1]}: below 1/{BLOCK} of the total "
+                            "weight, so this source would never be drawn")
     return TrainingData([Source(n, d, float(w)) for n, d, (_, w) in zip(names, opened, entries)])

@@ -17,6 +17,8 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from common.errors import UserError
+
 from .order import SourceOrder, shard_windows
 from .windows import WindowReader
 
@@ -32,8 +34,8 @@ def check_split(data, ctx_len: int) -> None:
     """A val split must hold at least one whole window in one of its shards."""
     shards = data.splits.get("val", [])
     if not any(shard_windows(s.tokens, s.samples, ctx_len) for s in shards):
-        raise ValueError(f"model.ctx_len={ctx_len}: no val shard of {data.path} holds a whole "
-                         f"{ctx_len + 1}-token window ({len(shards)} val shards)")
+        raise UserError(f"model.ctx_len={ctx_len}: no val shard of {data.path} holds a whole "
+                        f"{ctx_len + 1}-token window ({len(shards)} val shards)")
 
 
 class ValWindows:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from common.errors import UserError
+
 from .objective import NEED_TEACHER, parse_loss
 from .teacher import TeacherInfo, describe
 
@@ -26,27 +28,27 @@ def validate(cfg) -> TeacherInfo | None:
     """Check distill.* against the phases and the model; returns the teacher's description."""
     d = cfg.distill
     if not d.temperature > 0:
-        raise ValueError(f"distill.temperature={d.temperature!r}: must be > 0")
+        raise UserError(f"distill.temperature={d.temperature!r}: must be > 0")
     if d.kl_chunk <= 0:
-        raise ValueError(f"distill.kl_chunk={d.kl_chunk!r}: must be a positive number of tokens")
+        raise UserError(f"distill.kl_chunk={d.kl_chunk!r}: must be a positive number of tokens")
     losses = phase_losses(cfg)
     needing = [i for i, w in enumerate(losses) if set(w) & set(NEED_TEACHER)]
     if needing and not d.teacher:
-        raise ValueError(f"freeze.phases[{needing[0]}].loss={cfg.freeze.phases[needing[0]].loss!r} "
-                         "needs a teacher: set distill.teacher")
+        raise UserError(f"freeze.phases[{needing[0]}].loss={cfg.freeze.phases[needing[0]].loss!r} "
+                        "needs a teacher: set distill.teacher")
     if not d.teacher:
         return None
     info = describe(d.teacher)
     vocab = cfg.model.vocab_size
     if vocab is not None and info.vocab_size < vocab:
-        raise ValueError(f"distill.teacher={d.teacher}: its vocabulary ({info.vocab_size}) is smaller "
-                         f"than the student's model.vocab_size={vocab}")
+        raise UserError(f"distill.teacher={d.teacher}: its vocabulary ({info.vocab_size}) is smaller "
+                        f"than the student's model.vocab_size={vocab}")
     if any("align" in w for w in losses):
         if (info.n_layer, info.n_embd) != (cfg.model.n_layer, cfg.model.n_embd):
-            raise ValueError(f"distill.teacher={d.teacher} has {info.n_layer} layers of width "
-                             f"{info.n_embd}, the student model.n_layer={cfg.model.n_layer}, "
-                             f"model.n_embd={cfg.model.n_embd}: the align loss pairs layer with "
-                             "layer (build the student with python -m model.convert from-transformers)")
+            raise UserError(f"distill.teacher={d.teacher} has {info.n_layer} layers of width "
+                            f"{info.n_embd}, the student model.n_layer={cfg.model.n_layer}, "
+                            f"model.n_embd={cfg.model.n_embd}: the align loss pairs layer with "
+                            "layer (build the student with python -m model.convert from-transformers)")
     return info
 
 
@@ -58,10 +60,10 @@ def check_tokenizer(info: TeacherInfo, data_sha: str, data_path: str, allow_othe
         return
     teacher_sha = file_sha256(info.tokenizer)
     if teacher_sha != data_sha:
-        raise ValueError(f"distill.teacher={info.path}: its tokenizer.json (sha256 {teacher_sha[:16]}...) "
-                         f"is not the one the data dir {data_path} was built with ({data_sha[:16]}...): "
-                         f"build the data with data.tokenizer={info.tokenizer}, or set "
-                         "train.allow_other_tokenizer=true if the vocabularies agree on purpose")
+        raise UserError(f"distill.teacher={info.path}: its tokenizer.json (sha256 {teacher_sha[:16]}...) "
+                        f"is not the one the data dir {data_path} was built with ({data_sha[:16]}...): "
+                        f"build the data with data.tokenizer={info.tokenizer}, or set "
+                        "train.allow_other_tokenizer=true if the vocabularies agree on purpose")
 
 
 def load_teacher(cfg, device):
@@ -90,9 +92,10 @@ def objective_for(cfg, phase: int, teacher):
 
 
 def check_student(cfg) -> None:
-    """A train.init_from made by `model.convert from-transformers` (it has teacher.json) must be
-    built with its own model keys: loading by matching names would silently drop what the run's
-    model lacks (q/k/v biases) or fail late on shapes. The fix is to layer its model.yaml."""
+    """A train.init_from made by `model.convert from-transformers` (it has teacher.json) is built
+    with its own model keys (pipeline/config.py layers them under the run's); a key the run sets
+    to another value would make init_from drop tensors silently (q/k/v biases) or fail late on
+    shapes, so it is refused here, naming each key."""
     import json
     from dataclasses import asdict
     from pathlib import Path
@@ -105,6 +108,6 @@ def check_student(cfg) -> None:
     differ = [f"model.{k}={ours.get(k)!r} (the student's: {v!r})" for k, v in sorted(student.items())
               if k not in ("ctx_len", "cache_dtype") and ours.get(k) != v]
     if differ:
-        raise ValueError(f"train.init_from={src} is a student built by from-transformers, but this "
-                         f"run's model differs: {'; '.join(differ)}. Add --config {src / 'model.yaml'} "
-                         "(after the recipe's) to build the student it holds")
+        raise UserError(f"train.init_from={src} is a student built by from-transformers, but this "
+                        f"run sets other model keys: {'; '.join(differ)}. Drop them: the student's "
+                        "own keys are the run's model unless set")

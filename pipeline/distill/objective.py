@@ -11,6 +11,8 @@ from typing import Any, Mapping
 
 import torch
 
+from common.errors import UserError
+
 from model.align import AttentionSwap
 
 from .kl import chunked_kl
@@ -25,21 +27,21 @@ def parse_loss(spec: Any, where: str) -> dict[str, float]:
     if isinstance(spec, str):
         spec = {spec: 1.0}
     if not isinstance(spec, Mapping) or not spec:
-        raise ValueError(f"{where}={spec!r}: expected one of {', '.join(LOSSES)} or a weighted sum "
-                         "such as {kl: 0.5, ce: 0.5}")
+        raise UserError(f"{where}={spec!r}: expected one of {', '.join(LOSSES)} or a weighted sum "
+                        "such as {kl: 0.5, ce: 0.5}")
     weights = {}
     for name, weight in spec.items():
         if name not in LOSSES:
-            raise ValueError(f"{where}: unknown loss {name!r}; expected {', '.join(LOSSES)}")
+            raise UserError(f"{where}: unknown loss {name!r}; expected {', '.join(LOSSES)}")
         if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
-            raise ValueError(f"{where}.{name}={weight!r}: a weight must be a number >= 0")
+            raise UserError(f"{where}.{name}={weight!r}: a weight must be a number >= 0")
         weights[name] = float(weight)
     if not any(weights.values()):
-        raise ValueError(f"{where}: every weight is 0")
+        raise UserError(f"{where}: every weight is 0")
     if "align" in weights and len(weights) > 1:
-        raise ValueError(f"{where}: `align` cannot be summed with {', '.join(set(weights) - {'align'})}: "
-                         "in the align stage the teacher's attention outputs feed the student, so its "
-                         "logits are not its own; give align a phase of its own")
+        raise UserError(f"{where}: `align` cannot be summed with {', '.join(set(weights) - {'align'})}: "
+                        "in the align stage the teacher's attention outputs feed the student, so its "
+                        "logits are not its own; give align a phase of its own")
     return weights
 
 
@@ -50,7 +52,7 @@ class Objective:
     def __init__(self, weights: dict[str, float], teacher: Teacher | None, temperature: float = 1.0,
                  kl_chunk: int = 1024, report_parts: bool = False):
         if teacher is None and set(weights) & set(NEED_TEACHER):
-            raise ValueError(f"loss {weights} needs distill.teacher")
+            raise UserError(f"loss {weights} needs distill.teacher")
         self.weights, self.teacher = weights, teacher
         self.temperature, self.kl_chunk = temperature, kl_chunk
         self.report_parts = report_parts

@@ -15,6 +15,9 @@ import statistics
 import sys
 from pathlib import Path
 
+from common.cli import command
+from common.errors import UserError
+
 from ..records.plots import save
 
 CLAIMED_ORDER = ("goldfinch", "finch", "llama")  # the paper: lowest loss first
@@ -287,17 +290,15 @@ def write_results(summary: dict, results: Path, plot: Path) -> Path:
     return results
 
 
+@command("pipeline.eval.compare_report")
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("pipeline.eval.compare_report: usage: python -m pipeline.eval.compare_report RESULTS.json",
-              file=sys.stderr)
-        return 2
+        raise UserError("usage: python -m pipeline.eval.compare_report RESULTS.json")
     try:
         summary = json.loads(Path(argv[0]).read_text())
     except (OSError, ValueError) as err:
-        print(f"pipeline.eval.compare_report: cannot read {argv[0]}: {err}", file=sys.stderr)
-        return 2
+        raise UserError(f"cannot read {argv[0]}: {err}") from None
     cfg = summary["config"]
     write_plot(summary["rows"], Path(cfg["plot"]))
     write_results(summary, Path(cfg["results"]), Path(cfg["plot"]))

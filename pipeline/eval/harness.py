@@ -9,6 +9,8 @@ import logging
 import time
 from pathlib import Path
 
+from common.errors import UserError
+
 from .lm_adapter import GoldFinchLM
 
 DEFAULT_BOOTSTRAP_ITERS = 100000  # lm-eval's own default
@@ -18,7 +20,7 @@ def parse_tasks(text: str | list[str]) -> list[str]:
     tasks = [t.strip() for t in text.split(",")] if isinstance(text, str) else [str(t) for t in text]
     tasks = [t for t in tasks if t]
     if not tasks:
-        raise ValueError("--tasks is empty: name at least one lm-eval task (e.g. lambada_openai)")
+        raise UserError("--tasks is empty: name at least one lm-eval task (e.g. lambada_openai)")
     return tasks
 
 
@@ -28,7 +30,7 @@ def parse_limit(text: str | float | int | None) -> int | float | None:
         return None
     value = float(text)
     if value <= 0:
-        raise ValueError(f"--limit={text}: must be > 0 (a count, or a fraction below 1)")
+        raise UserError(f"--limit={text}: must be > 0 (a count, or a fraction below 1)")
     return int(value) if value >= 1 and value == int(value) else value
 
 
@@ -46,8 +48,8 @@ def task_manager(tasks: list[str], include_path: str | Path | None):
     manager = TaskManager(include_path=str(include_path) if include_path else None)
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
-        raise ValueError(f"unknown lm-eval task(s): {', '.join(unknown)}"
-                         + ("" if include_path else " (local task YAML needs --include-path DIR)"))
+        raise UserError(f"unknown lm-eval task(s): {', '.join(unknown)}"
+                        + ("" if include_path else " (local task YAML needs --include-path DIR)"))
     return manager
 
 

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from lm_eval.api.model import TemplateLM
 
+from common.errors import UserError
+
 from data_prep.text_codec import Codec
 from model import LanguageModel
 
@@ -41,7 +43,7 @@ class GoldFinchLM(TemplateLM):
                  prefix: tuple[int, ...] | list[int] = ()):
         super().__init__()
         if batch_size <= 0:
-            raise ValueError(f"--batch-size={batch_size}: must be a positive integer")
+            raise UserError(f"--batch-size={batch_size}: must be a positive integer")
         self.model = model.eval().to(device)
         # Scores must be what the model computes: the state reused across a context's
         # continuations and rolling windows keeps keys in the model's own dtype, as the reference's

@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from common.errors import UserError
+
 from model import LanguageModel, ModelConfig, build_model, load_exported
 from model.bone import merge_state_dict
 
@@ -75,11 +77,11 @@ def stdout_to_stderr():
 def load(run: Path | None = None, model_dir: Path | None = None, step: int | None = None) -> LoadedModel:
     """A run's checkpoint (--run, --step) or an export (--model); loading chatter goes to stderr."""
     if (run is None) == (model_dir is None):
-        raise ValueError("give exactly one of --run and --model")
+        raise UserError("give exactly one of --run and --model")
     with stdout_to_stderr():
         if model_dir is not None:
             if step is not None:
-                raise ValueError("--step picks a checkpoint of a run; it does not apply to --model")
+                raise UserError("--step picks a checkpoint of a run; it does not apply to --model")
             return load_from_export(model_dir)
         return load_from_run(run, step)
 
@@ -117,8 +119,8 @@ def load_tokenizer(loaded: LoadedModel, override: str | None = None):
 
 def check_vocab(model_vocab: int, data_vocab: int, where: Path) -> None:
     if data_vocab > model_vocab:
-        raise ValueError(f"the tokenizer of {where} has {data_vocab} tokens, more than the model's "
-                         f"vocabulary ({model_vocab}): it is not the data this model was trained on")
+        raise UserError(f"the tokenizer of {where} has {data_vocab} tokens, more than the model's "
+                        f"vocabulary ({model_vocab}): it is not the data this model was trained on")
 
 
 @torch.no_grad()

@@ -7,11 +7,14 @@ from __future__ import annotations
 import torch
 
 
+from common.errors import UserError
+
+
 def check_params(temperature: float, top_p: float) -> None:
     if not temperature >= 0.0:
-        raise ValueError(f"--temperature={temperature}: must be >= 0 (0 = greedy)")
+        raise UserError(f"--temperature={temperature}: must be >= 0 (0 = greedy)")
     if not 0.0 < top_p <= 1.0:
-        raise ValueError(f"--top-p={top_p}: must be in (0, 1]")
+        raise UserError(f"--top-p={top_p}: must be in (0, 1]")
 
 
 def next_token(logits: torch.Tensor, temperature: float = 0.0, top_p: float = 1.0,

@@ -3,6 +3,7 @@
 GOLDFINCH_FAULTS is a comma list of `what:step[:rank]` (rank defaults to 0):
     kill_after_step:5     SIGKILL right after step 5's metrics are written
     kill_in_save:4        SIGKILL in the middle of step 4's checkpoint (files written, not complete)
+    kill_in_val:6:1       SIGKILL in the middle of step 6's validation, after its first forward pass
     nan_loss:3            make step 3's loss NaN (its gradients too) on that rank
     enospc_in_save:6      raise "no space left on device" before writing step 6's checkpoint
     disk_full_in_save:6:1 cap the size of files this rank may write (RLIMIT_FSIZE) while writing
@@ -18,7 +19,7 @@ import resource
 import signal
 
 ENV = "GOLDFINCH_FAULTS"
-KINDS = ("kill_after_step", "kill_in_save", "nan_loss", "enospc_in_save", "disk_full_in_save")
+KINDS = ("kill_after_step", "kill_in_save", "kill_in_val", "nan_loss", "enospc_in_save", "disk_full_in_save")
 FILE_SIZE_CAP = 16 * 1024  # bytes: below any checkpoint file of the tiny test models
 
 
@@ -40,6 +41,20 @@ def armed(what: str, step: int, rank: int) -> bool:
 def maybe_kill(what: str, step: int, rank: int) -> None:
     if armed(what, step, rank):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def kill_in_val(module, step: int, rank: int):
+    """Around a validation: when armed, the first forward pass of `module` in it ends the process
+    (a hook added only then, so an unarmed run's forward passes are untouched)."""
+    if not armed("kill_in_val", step, rank):
+        yield
+        return
+    handle = module.register_forward_hook(lambda *_: os.kill(os.getpid(), signal.SIGKILL))
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 @contextlib.contextmanager

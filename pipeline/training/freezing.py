@@ -23,6 +23,9 @@ from typing import Any, List, Optional
 
 from torch import nn
 
+from common.errors import UserError
+
+
 NAMED = ("all", "finch", "gold", "mixers", "embeddings", "head", "kv_compression", "norms")
 LAYERS = re.compile(r"^layers:(\d+)-(\d+)$")
 
@@ -95,39 +98,39 @@ def validate(cfg: FreezeConfig, model: nn.Module, max_steps: int) -> None:
         where = f"freeze.phases[{i}]"
         last = i == len(phases) - 1
         if last and phase.until_step is not None:
-            raise ValueError(f"{where}.until_step={phase.until_step}: the last phase runs to the end "
-                             "and takes no until_step")
+            raise UserError(f"{where}.until_step={phase.until_step}: the last phase runs to the end "
+                            "and takes no until_step")
         if not last:
             if phase.until_step is None:
-                raise ValueError(f"{where}.until_step is missing: every phase but the last needs one")
+                raise UserError(f"{where}.until_step is missing: every phase but the last needs one")
             if phase.until_step <= previous:
-                raise ValueError(f"{where}.until_step={phase.until_step}: phases must be in increasing "
-                                 f"order of until_step (the one before ends at {previous})")
+                raise UserError(f"{where}.until_step={phase.until_step}: phases must be in increasing "
+                                f"order of until_step (the one before ends at {previous})")
             previous = phase.until_step
         if phase.lr_scale <= 0:
-            raise ValueError(f"{where}.lr_scale={phase.lr_scale}: must be > 0")
+            raise UserError(f"{where}.lr_scale={phase.lr_scale}: must be > 0")
         if phase.lr_final is not None and phase.lr is None:
-            raise ValueError(f"{where}.lr_final={phase.lr_final}: needs the phase's own lr")
+            raise UserError(f"{where}.lr_final={phase.lr_final}: needs the phase's own lr")
         for key in ("lr", "lr_final"):
             if getattr(phase, key) is not None and getattr(phase, key) < 0:
-                raise ValueError(f"{where}.{key}={getattr(phase, key)}: must be >= 0")
+                raise UserError(f"{where}.{key}={getattr(phase, key)}: must be >= 0")
         if phase.warmup_steps < 0 or (i == 0 and phase.warmup_steps):
-            raise ValueError(f"{where}.warmup_steps={phase.warmup_steps}: must be >= 0, and 0 in the "
-                             "first phase (train.warmup_steps warms the start up)")
+            raise UserError(f"{where}.warmup_steps={phase.warmup_steps}: must be >= 0, and 0 in the "
+                            "first phase (train.warmup_steps warms the start up)")
         if not phase.train:
-            raise ValueError(f"{where}.train is empty: that phase would freeze every parameter")
+            raise UserError(f"{where}.train is empty: that phase would freeze every parameter")
         for selector in phase.train:
             match = LAYERS.match(selector)
             if match and not int(match.group(1)) <= int(match.group(2)) < n_blocks:
-                raise ValueError(f"{where}: selector {selector!r} is outside the model's blocks "
-                                 f"0-{n_blocks - 1}")
+                raise UserError(f"{where}: selector {selector!r} is outside the model's blocks "
+                                f"0-{n_blocks - 1}")
             if not select(model, selector):
                 known = ", ".join(NAMED) + ", layers:A-B, or a glob over parameter names"
-                raise ValueError(f"{where}: selector {selector!r} matches no parameter of this "
-                                 f"{model.cfg.arch} model (selectors: {known})")
+                raise UserError(f"{where}: selector {selector!r} matches no parameter of this "
+                                f"{model.cfg.arch} model (selectors: {known})")
     if phases and phases[-1] is not phases[0] and previous >= max_steps:
-        raise ValueError(f"freeze.phases: the last boundary (until_step={previous}) is not before "
-                         f"train.max_steps={max_steps}, so the last phase would never run")
+        raise UserError(f"freeze.phases: the last boundary (until_step={previous}) is not before "
+                        f"train.max_steps={max_steps}, so the last phase would never run")
 
 
 def phase_at(cfg: FreezeConfig, step: int) -> int:

@@ -14,6 +14,8 @@ from typing import List, Optional
 
 from torch import nn
 
+from common.errors import UserError
+
 from model.bone import BatLinear, BoneLinear, wrap
 
 from . import freezing
@@ -45,8 +47,8 @@ def also_names(model: nn.Module, train_also: list[str]) -> set[str]:
     for i, entry in enumerate(train_also):
         picked = _time_params(model) if entry == "time" else freezing.select(model, entry)
         if not picked and entry != "time":  # a Llama has no time parameters
-            raise ValueError(f"peft.train_also[{i}]={entry!r} matches no parameter of this model "
-                             "(time, norms, or a freeze selector)")
+            raise UserError(f"peft.train_also[{i}]={entry!r} matches no parameter of this model "
+                            "(time, norms, or a freeze selector)")
         names |= picked
     return names
 
@@ -84,7 +86,7 @@ def validate(cfg: PeftConfig, meta_model: nn.Module,
         for selector in phase.train:
             picked = freezing.select(meta_model, selector)
             if picked and not picked & trained:
-                raise ValueError(
+                raise UserError(
                     f"freeze.phases[{i}]: selector {selector!r} picks only tensors that "
                     f"peft.method={cfg.method} keeps frozen (e.g. {sorted(picked)[0]}); under PEFT a "
                     "phase chooses among the Bone/Bat blocks and peft.train_also (add it there, or "

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import math
 
+from common.errors import UserError
+
+
 SCHEDULES = ("cos_quarter", "cosine", "linear", "exp")
 
 
@@ -27,7 +30,7 @@ def decayed(lr: float, lr_final: float, p: float, schedule: str) -> float:
         return lr_final + (lr - lr_final) * (1.0 - p)
     if schedule == "exp":
         return lr * math.exp(math.log(lr_final / lr) * p)
-    raise ValueError(f"train.lr_schedule={schedule!r}: expected one of {', '.join(SCHEDULES)}")
+    raise UserError(f"train.lr_schedule={schedule!r}: expected one of {', '.join(SCHEDULES)}")
 
 
 def total_tokens(train, tokens_per_step: int) -> int:

@@ -55,7 +55,8 @@ class StepHooks:
     def log(self, record: dict, trainee: Trainee) -> None:
         t, step = self.cfg.train, record["step"]
         if self.validate is not None and (step % t.val_every == 0 or step == t.max_steps):
-            record["val_loss"] = self.validate(trainee.engine)
+            with faults.kill_in_val(trainee.engine.module, step, self.dist.rank):
+                record["val_loss"] = self.validate(trainee.engine)
         self.metrics.write(record)
         self.tracker.log_step(record)
         logged = (t.log_every and step % t.log_every == 0) or "val_loss" in record
