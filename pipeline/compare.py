@@ -28,7 +28,6 @@ from pathlib import Path
 from statistics import median
 
 import torch
-from omegaconf import OmegaConf
 
 from common.cli import command
 from common.config_loader import load_config as load_layers
@@ -36,6 +35,7 @@ from common.errors import UserError
 
 from model import build_model
 
+from . import runs
 from .config import load_run_config
 from .data.data_loader import DataDir
 from .data.val_windows import ValWindows
@@ -169,7 +169,7 @@ def train_one(cfg: CompareConfig, arch: str, seed: int) -> float:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / runs.METRICS
     if not path.is_file():
         raise PipelineError(f"{path} is missing: did the run finish?")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -206,7 +206,7 @@ def summarize(cfg: CompareConfig, arch: str, seed: int, wall_s: float, data: Dat
 
 def run_settings(cfg: CompareConfig) -> dict:
     """The schedule and shape the runs actually used (from the first run's config.yaml)."""
-    run_cfg = OmegaConf.load(Path(cfg.out_dir) / run_name(cfg, cfg.archs[0], cfg.seed) / "config.yaml")
+    run_cfg = runs.read_run_config(Path(cfg.out_dir) / run_name(cfg, cfg.archs[0], cfg.seed))
     t, m = run_cfg.train, run_cfg.model
     return {"lr": t.lr, "lr_final": t.lr_final, "lr_schedule": t.lr_schedule,
             "warmup_steps": t.warmup_steps, "precision": t.precision, "zero_stage": t.zero_stage,

@@ -30,7 +30,7 @@ from .data.data_loader import DataDir
 from .data.val_windows import ValWindows, summed_loss
 from .inference.run_loading import LoadedModel, add_source_args, check_vocab, load, run_data_path
 from .records.tracking import TrackingConfig, store_uris
-from .training import checkpointing
+from . import runs
 
 DEFAULT_BATCH, DEFAULT_BATCHES = 8, 8
 
@@ -58,9 +58,10 @@ def run_global_batch(loaded: LoadedModel) -> int | None:
         return int(train.global_batch)
     tag_dir = loaded.source if loaded.step is not None else None
     if tag_dir is None and loaded.run_dir is not None:
-        tag = checkpointing.find_resume_tag(loaded.run_dir / "checkpoints")
-        tag_dir = loaded.run_dir / "checkpoints" / tag if tag else None
-    ranks = checkpointing.saved_world(tag_dir) if tag_dir else 1
+        ckpt_dir = runs.checkpoints_of(loaded.run_dir)
+        tag = runs.find_resume_tag(ckpt_dir)
+        tag_dir = ckpt_dir / tag if tag else None
+    ranks = runs.saved_world(tag_dir) if tag_dir else 1
     return int(train.micro_batch) * int(train.grad_accum) * max(1, ranks)
 
 

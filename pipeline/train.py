@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,25 +22,26 @@ from common.cli import exit_on, user_error_types
 from kernels import set_wkv_backend
 from model import build_model
 
-from .training import checkpointing, faults, freezing, phase_switch, run_guard
+from . import runs
+from .training import freezing, phase_switch, run_guard
 from .records import run_status
 from .config import RunConfig, fit_to_world, parse_args, resolve_precision, to_yaml
 from .data.sources import TrainingData, open_sources
 from .distill import config as distill
 from .data.val_windows import ValWindows, check_split, summed_loss
-from .training.distributed import Dist, all_mean, all_means, init_distributed
+from .training.distributed import Dist, init_distributed
 from .errors import PipelineError
-from .training.flops import flops_per_token, peak_flops
 from .training.metrics import MetricsLog
-from .training.schedule import scheduled_lr
 from .training.preemption import StopRequest
 from .data.prefetch import Prefetcher
 from .training.progress import Progress
 from .records.run_info import finish_run, run_tags
 from .training.startup import open_run
+from .training.step_hooks import StepHooks
+from .training.train_state import TrainState
+from .training.train_step import StepContext, Trainee, train_step
 from .records.tracking import Tracker
 from .training.init_from import source_kind
-from .eval import periodic
 
 
 def lm_loss(engine, batch: torch.Tensor) -> torch.Tensor:
@@ -66,21 +66,6 @@ def validate(engine, val: ValWindows, cfg: RunConfig, dist: Dist) -> float:
     engine.train()
     torch.distributed.all_reduce(sums)
     return (sums[0] / sums[1]).item()
-
-
-def set_lr(engine, cfg: RunConfig, step: int, tokens: int, tokens_per_step: int,
-           phase: int) -> tuple[float, float | None]:
-    """Set every group's lr for the step after `step` completed ones. The groups a freeze phase
-    newly trains (not carried over) ramp up over its warmup_steps. Returns the scheduled lr and
-    the one the newly trained groups got (before their lr_scale; None when there are none)."""
-    lr = scheduled_lr(cfg, step, tokens, tokens_per_step, phase)
-    ramp = freezing.new_params_lr_factor(cfg.freeze, phase, step)
-    lr_new = None
-    for group in engine.optimizer.param_groups:
-        new = phase > 0 and not group.get("carried", True)
-        group["lr"] = lr * group.get("lr_scale", 1.0) * (ramp if new else 1.0)
-        lr_new = group["lr"] / group.get("lr_scale", 1.0) if new else lr_new
-    return lr, lr_new
 
 
 def report_init(report: dict, source: str, run_dir: Path, tracker) -> None:
@@ -111,7 +96,8 @@ def prepare(cfg: RunConfig) -> tuple[RunConfig, TrainingData]:
         cfg = replace(cfg, model=replace(cfg.model, vocab_size=data.vocab_size))
     world = int(os.environ.get("WORLD_SIZE", 1))
     cfg = fit_to_world(cfg, world)
-    cfg = resolve_precision(cfg, torch.cuda.is_available())  # before comparing with a saved run
+    # once, here: before comparing with a saved run, and what train() and config.yaml record
+    cfg = resolve_precision(cfg, torch.cuda.is_available())
     data.check_model(cfg.model.vocab_size, cfg.model.ctx_len, world)
     if cfg.train.val_every and cfg.train.val_batches:
         check_split(data.first, cfg.model.ctx_len)
@@ -123,58 +109,61 @@ def prepare(cfg: RunConfig) -> tuple[RunConfig, TrainingData]:
                                 cfg.train.allow_other_tokenizer)
     if cfg.train.init_from:
         source_kind(Path(cfg.train.init_from))
-    run_dir = Path(cfg.train.out_dir) / cfg.train.run_name
+    run_dir = runs.run_dir_of(cfg.train.out_dir, cfg.train.run_name)
     run_guard.check_same_run(cfg, run_dir)
     run_guard.check_tokenizer(cfg, run_dir, data.tokenizer_sha256)
     return cfg, data
 
 
-def optimizer_step(engine, objective, next_batch, cfg: RunConfig, step: int, dist: Dist
-                   ) -> tuple[float, dict[str, float], bool]:
-    """One optimizer step over grad_accum micro-batches of the phase's objective: (mean loss over
-    ranks, the means of its parts (distillation's ce/kl/align), step applied).
+def marker_fields(cfg: RunConfig, data: TrainingData, dist: Dist) -> dict:
+    """What every checkpoint's COMPLETE marker says about itself (runs.Marker)."""
+    return {"model": OmegaConf.to_container(OmegaConf.structured(cfg.model)),
+            "zero_stage": cfg.train.zero_stage, "world_size": dist.world,
+            "tokenizer_sha256": data.tokenizer_sha256}
 
-    A non-finite loss makes non-finite gradients, which DeepSpeed's optimizer detects and skips
-    the update for (the stage-0 optimizer does the same), so a bad batch never reaches the weights.
-    """
-    loss_sum = 0.0
-    for _ in range(cfg.train.grad_accum):
-        loss = objective(engine, next_batch().to(dist.device, non_blocking=True))
-        if faults.armed("nan_loss", step, dist.rank):
-            loss = loss * float("nan")
-        engine.backward(loss)
-        engine.step()
-        loss_sum += loss.item()
-    parts = all_means(objective.take_parts(), dist.device)
-    return all_mean(loss_sum / cfg.train.grad_accum, dist.device), parts, engine.was_step_applied()
+
+def run_steps(cfg: RunConfig, trainee: Trainee, state: TrainState, ctx: StepContext,
+              hooks: StepHooks, teacher) -> str:
+    """The algorithm: switch the freeze phase where the schedule says, train a step, run the
+    end-of-step hooks; until max_steps (FINISHED) or a signal (KILLED, after a checkpoint)."""
+    while state.step < cfg.train.max_steps:
+        if (phase := freezing.phase_at(cfg.freeze, state.step)) != state.phase:
+            engine, trainable = phase_switch.switch(trainee.engine, cfg, phase, ctx.dist.world,
+                                                    ctx.dist.device)
+            trainee = Trainee(engine, trainable, distill.objective_for(cfg, phase, teacher))
+            state.phase = phase
+            announce_phase(phase, state.step, trainable, hooks.progress, hooks.tracker)
+        record, applied = train_step(trainee, state, ctx)
+        if hooks.after_step(record, applied, state, trainee):
+            return run_status.KILLED
+    return run_status.FINISHED
 
 
 def train(cfg: RunConfig, data: TrainingData) -> None:
+    """Train `cfg` (resolved by `prepare`) on `data`, resuming from the run's newest checkpoint."""
     dist = init_distributed()
-    cfg = resolve_precision(cfg, dist.device.type == "cuda")
     t = cfg.train
     set_wkv_backend(t.wkv_backend)
-    run_dir = Path(t.out_dir) / t.run_name
-    ckpt_dir = run_dir / "checkpoints"
+    run_dir = runs.run_dir_of(t.out_dir, t.run_name)
+    ckpt_dir = runs.checkpoints_of(run_dir)
 
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     stream = data.stream(cfg, dist.rank, dist.world)  # global batches: any number of ranks
     val = val_windows(data, cfg, dist) if t.val_every and t.val_batches else None
     start = open_run(cfg, dist, ckpt_dir, stream)
-    engine, phase = start.engine, start.phase
+    state = start.state
     teacher = distill.load_teacher(cfg, dist.device)
-    objective = distill.objective_for(cfg, phase, teacher)
-    step, tokens_seen, skipped = start.step, start.tokens, start.skipped_steps
+    trainee = Trainee(start.engine, start.trainable, distill.objective_for(cfg, state.phase, teacher))
     if dist.is_main:  # only now: a run that cannot start leaves its old config in place
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+        (run_dir / runs.RUN_CONFIG).write_text(to_yaml(cfg))
         if start.resumed_from:
-            print(f"resumed from {start.resumed_from} at step {step}", flush=True)
+            print(f"resumed from {start.resumed_from} at step {state.step}", flush=True)
 
     loader = Prefetcher(stream, t.micro_batch, t.prefetch) if t.prefetch else None
     next_batch = loader.next_batch if loader else lambda: stream.next_batch(t.micro_batch)
-    metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=dist.is_main)
-    metrics.truncate_after(step)
+    metrics = MetricsLog(run_dir / runs.METRICS, enabled=dist.is_main)
+    metrics.truncate_after(state.step)
     tracker = Tracker(cfg.tracking, run_dir, enabled=dist.is_main)
     tags = run_tags(cfg, data, dist)  # collective: every rank takes part
     sigterm, stop, progress, status = run_status.SigtermRaises(), None, None, run_status.FAILED
@@ -185,71 +174,12 @@ def train(cfg: RunConfig, data: TrainingData) -> None:
         if start.init_report and dist.is_main:
             report_init(start.init_report, t.init_from, run_dir, tracker)
         stop = StopRequest()
-        fpt = flops_per_token(engine.module, cfg.model)
-        peak = peak_flops(dist.device, t.peak_tflops)
-        tokens_per_step = t.micro_batch * t.grad_accum * dist.world * cfg.model.ctx_len
-        progress = Progress(t.max_steps, step, enabled=dist.is_main)
-        bad_in_a_row, state_bytes = 0, None
-        while step < t.max_steps:
-            if (want := freezing.phase_at(cfg.freeze, step)) != phase:
-                phase, state_bytes = want, None
-                engine, start.trainable = phase_switch.switch(engine, cfg, phase, dist.world, dist.device)
-                objective = distill.objective_for(cfg, phase, teacher)
-                announce_phase(phase, step, start.trainable, progress, tracker)
-            t0 = time.perf_counter()
-            lr, lr_new = set_lr(engine, cfg, step, tokens_seen, tokens_per_step, phase)
-            loss, parts, applied = optimizer_step(engine, objective, next_batch, cfg, step + 1, dist)
-            step += 1
-            tokens_seen += tokens_per_step
-            bad_in_a_row = 0 if applied else bad_in_a_row + 1
-            skipped += not applied
-            seconds = time.perf_counter() - t0
-            record = {"step": step, "loss": loss, "lr": lr, "tokens": tokens_seen,
-                      "grad_norm": float(engine.get_global_grad_norm() or 0.0) if applied else None,
-                      "tokens_per_s": tokens_per_step / seconds, "skipped_steps": skipped, **parts}
-            if cfg.freeze.phases or cfg.peft.method:  # optimizer state exists after a phase's first step
-                state_bytes = state_bytes or phase_switch.optimizer_state_bytes(engine)
-                record.update(phase=phase, trainable_params=start.trainable,
-                              optimizer_state_bytes=state_bytes, lr_new_params=lr_new)
-            record["mfu"] = fpt * record["tokens_per_s"] / peak if peak else None
-            if len(data.sources) > 1:
-                record.update({f"tokens/{k}": v for k, v in stream.tokens_by_source(step).items()})
-            if val is not None and (step % t.val_every == 0 or step == t.max_steps):
-                with faults.kill_in_val(engine.module, step, dist.rank):
-                    record["val_loss"] = validate(engine, val, cfg, dist)
-            metrics.write(record)
-            tracker.log_step(record)
-            progress.update(record, log=(t.log_every and step % t.log_every == 0) or "val_loss" in record)
-            faults.maybe_kill("kill_after_step", step, dist.rank)
-            if bad_in_a_row >= t.max_bad_steps:
-                raise PipelineError(
-                    f"{bad_in_a_row} consecutive steps had a non-finite loss or gradients (last: step "
-                    f"{step}, train.max_bad_steps={t.max_bad_steps}); stopping. The last good checkpoint "
-                    f"under {ckpt_dir} is kept: lower train.lr or check the data, then re-run to resume")
-            preempted = stop.agreed(dist.device)
-            if (t.save_every and step % t.save_every == 0) or step == t.max_steps or preempted:
-                tag = checkpointing.save(engine, ckpt_dir, step,
-                                         {"step": step, "tokens": tokens_seen, "skipped_steps": skipped,
-                                          "phase": phase},
-                                         {"stream": (loader or stream).state_dict(),
-                                          "rng": checkpointing.rng_state()},
-                                         dist.rank, t.keep_last,
-                                         {run_guard.TOKENIZER_KEY: data.tokenizer_sha256})
-                tracker.log_event(json.dumps({"step": step, "path": str((ckpt_dir / tag).resolve())}),
-                                  f"checkpoints/{tag}.json")
-            if periodic.due(t, step) and not preempted:
-                if dist.is_main:
-                    periodic.evaluate_now(engine.module, str(data.path), t, step, run_dir, tracker,
-                                          dist.device)
-                torch.distributed.barrier()
-            if preempted:
-                if dist.is_main:
-                    progress.write(f"stopped by signal {stop.signal or 'on another rank'} at step {step}; "
-                                   f"checkpoint saved, re-run the same command to resume")
-                status = run_status.KILLED
-                break
-        else:
-            status = run_status.FINISHED
+        ctx = StepContext.of(cfg, dist, start.engine.module, stream, next_batch, len(data.sources))
+        progress = Progress(t.max_steps, state.step, enabled=dist.is_main)
+        hooks = StepHooks(cfg, dist, run_dir, ckpt_dir, metrics, tracker, progress, stop,
+                          (lambda engine: validate(engine, val, cfg, dist)) if val else None,
+                          loader or stream, marker_fields(cfg, data, dist), str(data.path))
+        status = run_steps(cfg, trainee, state, ctx, hooks, teacher)
         close_loop(progress, stop, loader, stream)
         if dist.is_main and status == run_status.FINISHED:
             finish_run(cfg, run_dir, metrics.read(), tracker)

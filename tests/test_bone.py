@@ -10,10 +10,9 @@ from torch import nn
 from model import ModelConfig, build_model, load_exported, save_exported
 from model.bone import BatLinear, BoneLinear, merge, merge_state_dict, wrap
 from pipeline.config import load_run_config
-from pipeline.runs import consolidated_state_dict
+from pipeline.runs import consolidated_state_dict, tag_for
 from pipeline.training.init_from import checkpoint_weights
 from pipeline.training import peft
-from pipeline.training.checkpointing import tag_for
 
 from pipeline_helpers import make_data_dir, metrics, run_train
 from test_bone_checkpoints import model_file_tensors

@@ -12,9 +12,8 @@ from model.bone import merge_state_dict
 from pipeline.config import load_run_config
 from pipeline.errors import PipelineError
 from pipeline.export import export
-from pipeline.runs import consolidated_state_dict
+from pipeline.runs import COMPLETE, consolidated_state_dict, tag_for
 from pipeline.training import peft, peft_base
-from pipeline.training.checkpointing import COMPLETE, tag_for
 from pipeline.training.init_from import checkpoint_weights, load_matching
 
 from pipeline_helpers import make_data_dir, metrics, run_train

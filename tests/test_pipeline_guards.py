@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from model import build_model
-from pipeline.training import checkpointing
+from pipeline import runs
 from pipeline import train as trainer
 from pipeline.config import load_run_config, to_yaml
 
@@ -51,7 +51,7 @@ def fake_run(tmp_path, name: str, *overrides, tokenizer_sha: str | None = None) 
     marker = {"step": 3, "files": {"rank0.pt": 10}}
     if tokenizer_sha:
         marker["tokenizer_sha256"] = tokenizer_sha
-    (tag / checkpointing.COMPLETE).write_text(json.dumps(marker))
+    (tag / runs.COMPLETE).write_text(json.dumps(marker))
     return run
 
 

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from pipeline.training import checkpointing
+from pipeline import runs
 from pipeline import train as trainer
 from pipeline.data.batch_log import ENV as BATCH_LOG, read_steps
 
@@ -116,7 +117,7 @@ def test_torn_newest_checkpoint_falls_back_and_all_torn_is_refused(data, whole):
     assert "step00000006 is unusable" in proc.stderr and "resumed from step00000003" in proc.stdout
     assert losses(data, "torn") == whole(1)
     # every checkpoint torn: starting over would truncate the metrics; it stops instead
-    tags = checkpointing.complete_tags(ckpts)
+    tags = runs.complete_tags(ckpts)
     assert tags == ["step00000003", "step00000006", "step00000009", "step00000010"]
     for tag in tags:
         for optim in (ckpts / tag).glob("*optim_states.pt"):

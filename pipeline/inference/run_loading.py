@@ -7,25 +7,21 @@ message names the path that is wrong, for the CLIs to print as one line.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from common.errors import UserError
 
 from model import LanguageModel, ModelConfig, build_model, load_exported
 from model.bone import merge_state_dict
 
-from ..training import checkpointing
-from ..runs import data_dir_of, model_config_of
+from .. import runs
 from ..training.init_from import checkpoint_weights
-
-RUN_CONFIG = "config.yaml"
 
 
 @dataclass
@@ -41,38 +37,13 @@ class LoadedModel:
         return self.model.cfg
 
 
-def read_run_config(run_dir: Path) -> DictConfig:
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run dir {run_dir} does not exist")
-    path = run_dir / RUN_CONFIG
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: {run_dir} is not a training run dir")
-    return OmegaConf.load(path)
-
-
-def checkpoint_tag(run_dir: Path, step: int | None) -> tuple[str, int]:
-    """The complete checkpoint to read: the one for `step`, or the newest whole one."""
-    ckpt_dir = run_dir / "checkpoints"
-    tag = checkpointing.tag_for(step) if step is not None else checkpointing.find_resume_tag(ckpt_dir)
-    if tag is None:
-        raise FileNotFoundError(f"no complete checkpoint under {ckpt_dir}")
-    marker = ckpt_dir / tag / checkpointing.COMPLETE
-    if not marker.is_file():
-        known = ", ".join(checkpointing.complete_tags(ckpt_dir)) or "none"
-        raise FileNotFoundError(f"{ckpt_dir / tag} is not a complete checkpoint (complete: {known})")
-    return tag, int(json.loads(marker.read_text())["step"])
-
-
 def load_from_run(run_dir: Path, step: int | None = None) -> LoadedModel:
     """Consolidated fp32 weights of a checkpoint (any ZeRO stage), loaded strictly."""
-    run_cfg = read_run_config(run_dir)
-    tag, found_step = checkpoint_tag(run_dir, step)
-    model_cfg = model_config_of(run_cfg)
-    ckpt_dir = run_dir / "checkpoints"
-    weights = merge_state_dict(checkpoint_weights(ckpt_dir, tag))  # Bone/Bat blocks folded in
-    model = build_model(model_cfg)
+    ckpt = runs.open_checkpoint(run_dir, step)
+    weights = merge_state_dict(checkpoint_weights(ckpt.ckpt_dir, ckpt.tag))  # Bone/Bat folded in
+    model = build_model(ckpt.model_config())
     model.load_state_dict(weights, strict=True)
-    return LoadedModel(model.eval(), run_dir, run_cfg, found_step, ckpt_dir / tag)
+    return LoadedModel(model.eval(), ckpt.run_dir, ckpt.run_cfg, ckpt.step, ckpt.tag_dir)
 
 
 def load_from_export(model_dir: Path) -> LoadedModel:
@@ -81,8 +52,8 @@ def load_from_export(model_dir: Path) -> LoadedModel:
         raise FileNotFoundError(f"model dir {model_dir} does not exist")
     model = load_exported(model_dir)
     parent = model_dir.resolve().parent
-    run_dir = parent if (parent / RUN_CONFIG).is_file() else None
-    run_cfg = OmegaConf.load(parent / RUN_CONFIG) if run_dir else None
+    run_dir = parent if (parent / runs.RUN_CONFIG).is_file() else None
+    run_cfg = runs.read_run_config(parent) if run_dir else None
     return LoadedModel(model.eval(), run_dir, run_cfg, None, model_dir)
 
 
@@ -117,7 +88,7 @@ def load(run: Path | None = None, model_dir: Path | None = None, step: int | Non
 
 def run_data_path(loaded: LoadedModel) -> str | None:
     """The data dir the run trained on, if there is a run config."""
-    return None if loaded.run_cfg is None else data_dir_of(loaded.run_cfg)
+    return None if loaded.run_cfg is None else runs.data_dir_of(loaded.run_cfg)
 
 
 def load_tokenizer(loaded: LoadedModel, override: str | None = None):

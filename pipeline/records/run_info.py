@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from .. import runs
 from .plots import loss_curve
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,13 +32,13 @@ def run_tags(cfg, data, dist) -> dict[str, str]:
 
 def finish_run(cfg, run_dir: Path, records: list[dict], tracker) -> None:
     """Rank 0, after the last checkpoint: loss curve, exported weights, and the tracking run closed."""
-    tracker.log_file(run_dir / "config.yaml")
+    tracker.log_file(run_dir / runs.RUN_CONFIG)
     if records:
         tracker.log_file(loss_curve(records, run_dir / "loss_curve.png", cfg.train.run_name))
     if cfg.train.export:
-        from ..export import export
+        from ..inference.exporting import export
 
-        out = export(run_dir, run_dir / "export")
+        out = export(run_dir, run_dir / runs.EXPORT)
         tracker.log_file(out / "model.safetensors", "model")
         tracker.log_file(out / "config.json", "model")
     tracker.finish("FINISHED")

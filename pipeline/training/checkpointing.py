@@ -1,21 +1,19 @@
 """DeepSpeed checkpoints with a `latest` pointer that only moves once every rank has finished.
 
-Layout under runs/<name>/checkpoints/:
-    step00000100/            DeepSpeed files (model, optimizer shards) + rank<R>.pt (loader, RNG)
-    step00000100/COMPLETE    JSON {step, files: {name: bytes}}, written by rank 0 after a barrier
-    latest                   the tag of the newest complete checkpoint (replaced atomically)
+The layout, the tags and the COMPLETE marker belong to the run store (pipeline/runs.py); here
+they are written: every rank's DeepSpeed files and rank<R>.pt (loader, RNG), then, after a
+barrier, rank 0's marker and `latest`.
 
 A kill at any moment leaves at worst a tag without COMPLETE, which is never loaded. A checkpoint
 written by another number of ranks is first converted by rank 0 into DeepSpeed's universal format
-(step00000100/universal/, kept beside it), which every rank then loads into its own partition. A checkpoint
-whose files no longer match the sizes COMPLETE recorded (torn by a failing disk or a copy), or
-that fails to load, is skipped with a warning in favour of the one before it.
+(step00000100/universal/, kept beside it), which every rank then loads into its own partition. A
+checkpoint whose files no longer match the sizes COMPLETE recorded (torn by a failing disk or a
+copy), or that fails to load, is skipped with a warning in favour of the one before it.
 """
 from __future__ import annotations
 
 import errno
 import json
-import os
 import random
 import shutil
 import warnings
@@ -25,23 +23,10 @@ import numpy as np
 import torch
 
 from . import faults, peft_base
+from .train_state import TrainState
 from ..errors import PipelineError
-
-COMPLETE = "COMPLETE"
-LATEST = "latest"
-
-
-def tag_for(step: int) -> str:
-    return f"step{step:08d}"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
+from ..runs import (COMPLETE, Marker, candidates, complete_tags, find_resume_tag, rank_state_file,
+                    saved_world, set_latest, tag_for, verify, write_atomic, write_marker)
 
 
 def rng_state() -> dict:
@@ -61,13 +46,6 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
-
-
-def complete_tags(ckpt_dir: Path) -> list[str]:
-    """Complete checkpoints, oldest first."""
-    if not ckpt_dir.is_dir():
-        return []
-    return sorted(p.name for p in ckpt_dir.iterdir() if (p / COMPLETE).is_file())
 
 
 def _file_sizes(tag_dir: Path) -> dict[str, int]:
@@ -97,15 +75,18 @@ def _describe(err: BaseException) -> str:
     return " ".join(f"{type(err).__name__}: {err}".split())  # torch's messages span lines
 
 
-def save(engine, ckpt_dir: Path, step: int, client_state: dict, rank_state: dict, rank: int,
-         keep_last: int, marker: dict | None = None) -> str:
-    """Save on every rank; mark complete and move `latest` only after all ranks wrote. `marker`
-    adds fields to the COMPLETE marker (the tokenizer digest); a PEFT model's base identity is
-    added too, and its frozen base left out of the files (peft_base.py).
+def save(engine, ckpt_dir: Path, state: TrainState, rank_state: dict, rank: int, keep_last: int,
+         about: dict) -> str:
+    """Save `state` and the engine on every rank, and `rank_state` (loader, RNG) per rank; mark
+    complete and move `latest` only after all ranks wrote. `about` fills the self-describing
+    fields of the COMPLETE marker (model, zero_stage, world_size, tokenizer_sha256; runs.Marker);
+    a PEFT model's base identity is added too, and its frozen base left out of the files
+    (peft_base.py).
 
     When writing fails on any rank (a full disk fails inside torch.save with a RuntimeError, or
     as an OSError), every rank raises the same PipelineError naming the checkpoint and the
     failing ranks; what was complete before (the previous checkpoint, `latest`) is untouched."""
+    step = state.step
     tag = tag_for(step)
     tag_dir = ckpt_dir / tag
     if rank == 0 and tag_dir.exists() and not (tag_dir / COMPLETE).exists():
@@ -114,7 +95,8 @@ def save(engine, ckpt_dir: Path, step: int, client_state: dict, rank_state: dict
     deferred = _DeferredWrites(engine.checkpoint_engine)
     engine.checkpoint_engine = deferred
     try:
-        engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
+        engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=state.client_state(),
+                               save_latest=False)
     finally:
         engine.checkpoint_engine = deferred.inner
     peft_base.drop_base(engine.module, deferred.pending)
@@ -123,7 +105,7 @@ def save(engine, ckpt_dir: Path, step: int, client_state: dict, rank_state: dict
         with faults.disk_full_in_save(step, rank):
             for state_dict, path in deferred.pending:
                 deferred.inner.save(state_dict, path)
-            torch.save(rank_state, tag_dir / f"rank{rank}.pt")
+            torch.save(rank_state, rank_state_file(tag_dir, rank))
     except Exception as err:  # any failure to write: the ranks must agree before going on
         why = _describe(err)
     reasons: list = [None] * torch.distributed.get_world_size()
@@ -140,52 +122,16 @@ def save(engine, ckpt_dir: Path, step: int, client_state: dict, rank_state: dict
     faults.maybe_kill("kill_in_save", step, rank)
     torch.distributed.barrier()
     if rank == 0:
-        record = {"step": step, "files": _file_sizes(tag_dir), **(marker or {}),
-                  **peft_base.marker_fields(engine.module)}
-        _write_atomic(tag_dir / COMPLETE, json.dumps(record))
-        _write_atomic(ckpt_dir / LATEST, tag + "\n")
+        write_marker(tag_dir, Marker(step, _file_sizes(tag_dir), **about,
+                                     extra=peft_base.marker_fields(engine.module)))
+        set_latest(ckpt_dir, tag)
         for old in complete_tags(ckpt_dir)[:-keep_last] if keep_last > 0 else []:
             shutil.rmtree(ckpt_dir / old, ignore_errors=True)
     torch.distributed.barrier()
     return tag
 
 
-def verify(tag_dir: Path) -> str | None:
-    """None when the checkpoint is whole, else what is wrong with it."""
-    try:
-        recorded = json.loads((tag_dir / COMPLETE).read_text())["files"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        return f"unreadable {COMPLETE} marker ({err})"
-    for name, size in recorded.items():
-        path = tag_dir / name
-        if not path.is_file():
-            return f"{name} is missing"
-        if path.stat().st_size != size:
-            return f"{name} has {path.stat().st_size} bytes, {size} were written"
-    return None
-
-
-def candidates(ckpt_dir: Path) -> list[str]:
-    """Complete tags to try, best first: the one `latest` names, then the rest newest first."""
-    tags = complete_tags(ckpt_dir)[::-1]
-    latest = ckpt_dir / LATEST
-    if latest.is_file() and latest.read_text().strip() in tags:
-        tags.remove(pointed := latest.read_text().strip())
-        tags.insert(0, pointed)
-    return tags
-
-
-def find_resume_tag(ckpt_dir: Path) -> str | None:
-    """The newest complete checkpoint whose files are whole (no loading)."""
-    return next((tag for tag in candidates(ckpt_dir) if verify(ckpt_dir / tag) is None), None)
-
-
 UNIVERSAL = "universal"
-
-
-def saved_world(tag_dir: Path) -> int:
-    """How many ranks wrote a checkpoint (each leaves its rank<R>.pt)."""
-    return len(list(tag_dir.glob("rank*.pt")))
 
 
 def needs_universal(train, saved: int, world: int) -> bool:
@@ -210,7 +156,7 @@ def to_universal(tag_dir: Path) -> Path:
     ds_to_universal.main(argparse.Namespace(
         input_folder=str(tag_dir), output_folder=str(tmp), num_extract_workers=1, num_merge_workers=1,
         keep_temp_folder=False, strict=True, inject_missing_state=True))
-    _write_atomic(tmp / COMPLETE, json.dumps({"from": tag_dir.name}))
+    write_atomic(tmp / COMPLETE, json.dumps({"from": tag_dir.name}))
     tmp.replace(out)
     return out
 
@@ -222,7 +168,7 @@ def _load_one(engine, ckpt_dir: Path, tag: str, rank: int, universal: bool) -> t
     saved = saved_world(ckpt_dir / tag)
     # the loader position is the same on every rank; a rank beyond the saved ones takes the RNG
     # state of rank (rank mod saved)
-    rank_file = ckpt_dir / tag / f"rank{rank % max(saved, 1)}.pt"
+    rank_file = rank_state_file(ckpt_dir / tag, rank % max(saved, 1))
     if not rank_file.is_file():
         raise RuntimeError(f"no state for rank {rank}")
     rank_state = torch.load(rank_file, weights_only=True)

@@ -20,20 +20,22 @@ from omegaconf import OmegaConf
 
 from model.parts import TIME_MIXERS, mixer_of_block
 
-from . import checkpointing, peft, peft_base
+from . import peft, peft_base
+from .. import runs
 from ..errors import PipelineError
-from ..runs import consolidated_state_dict, model_config_of
 
 
 def checkpoint_weights(ckpt_dir: Path, tag: str) -> dict[str, torch.Tensor]:
     """Full fp32 weights of one of our checkpoints. A slim PEFT checkpoint holds only what PEFT
     trained: its base is rebuilt from the run's train.init_from (refused if its digest changed)."""
-    run_cfg = OmegaConf.load(ckpt_dir.parent / "config.yaml")
-    weights = consolidated_state_dict(ckpt_dir, tag, int(run_cfg.train.zero_stage))
-    if peft_base.recorded(ckpt_dir / tag)[0] is None:
+    run_cfg = OmegaConf.load(ckpt_dir.parent / runs.RUN_CONFIG)
+    tag_dir = ckpt_dir / tag
+    weights = runs.consolidated_state_dict(ckpt_dir, tag, runs.checkpoint_zero_stage(tag_dir, run_cfg))
+    if peft_base.recorded(tag_dir)[0] is None:
         return weights
     peft_cfg = peft.PeftConfig(**OmegaConf.to_container(run_cfg.peft))
-    model = peft_base.build_base(model_config_of(run_cfg), peft_cfg, int(run_cfg.train.seed))
+    model = peft_base.build_base(runs.checkpoint_model_config(tag_dir, run_cfg), peft_cfg,
+                                 int(run_cfg.train.seed))
     source = run_cfg.train.init_from
     if source:
         load_matching(model, source, bool(run_cfg.train.init_from_cross_kind))
@@ -51,9 +53,9 @@ def source_kind(path: Path) -> str:
         return "reference"
     if (path / "model.safetensors").is_file():
         return "export"
-    if (path / checkpointing.COMPLETE).is_file():
+    if runs.is_complete(path):
         return "checkpoint"
-    if (path / "checkpoints").is_dir():
+    if runs.checkpoints_of(path).is_dir():
         return "run"
     raise PipelineError(f"train.init_from={path}: not a run dir, a complete checkpoint dir, an "
                         "export dir, a .safetensors file or a reference .pth checkpoint")
@@ -75,10 +77,10 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path / "model.safetensors"))
     if kind == "checkpoint":
         return checkpoint_weights(path.parent, path.name)
-    tag = checkpointing.find_resume_tag(path / "checkpoints")
+    tag = runs.find_resume_tag(runs.checkpoints_of(path))
     if tag is None:
         raise PipelineError(f"train.init_from={path}: the run has no complete checkpoint")
-    return checkpoint_weights(path / "checkpoints", tag)
+    return checkpoint_weights(runs.checkpoints_of(path), tag)
 
 
 _BLOCK = re.compile(r"blocks\.(\d+)\.")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,10 +25,10 @@ from model import ModelConfig, build_model
 
 from . import peft
 from ..errors import PipelineError
+from ..runs import read_marker
 
 DIGEST_KEY = "peft_base_sha256"
 SOURCE_KEY = "peft_base_from"
-COMPLETE = "COMPLETE"  # checkpointing.COMPLETE (that module imports this one)
 ATTR = "peft_base"
 FROZEN_ENTRIES = ("frozen_param_shapes", "frozen_param_fragments")
 
@@ -135,11 +134,10 @@ def filled_loads(engine):
 
 def recorded(tag_dir: Path) -> tuple[str | None, str | None]:
     """(base digest, init_from) a checkpoint's marker records; (None, None): a full checkpoint."""
-    try:
-        marker = json.loads((tag_dir / COMPLETE).read_text())
-    except (OSError, ValueError):
+    marker = read_marker(tag_dir)
+    if marker is None:
         return None, None
-    return (marker.get(DIGEST_KEY), marker.get(SOURCE_KEY)) if isinstance(marker, dict) else (None, None)
+    return marker.extra.get(DIGEST_KEY), marker.extra.get(SOURCE_KEY)
 
 
 def check_base(tag_dir: Path, identity: BaseIdentity | None) -> None:

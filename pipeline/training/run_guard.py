@@ -9,12 +9,11 @@ vocabulary mean nothing under another of the same size.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from . import checkpointing
+from .. import runs
 from ..errors import PipelineError
 from .init_from import source_kind
 
@@ -24,7 +23,6 @@ IDENTITY_PREFIXES = ("model.", "freeze.")
 IDENTITY_KEYS = ("data.path", "data.mix", "data.shuffle_shards", "train.seed", "train.shuffle",
                  "train.micro_batch", "train.global_batch", "train.grad_accum", "train.zero_stage",
                  "train.precision")
-TOKENIZER_KEY = "tokenizer_sha256"
 
 
 def _flatten(tree, prefix: str = "") -> dict:
@@ -52,8 +50,8 @@ def config_differences(saved: dict, now: dict) -> list[str]:
 
 
 def _has_history(run_dir: Path) -> bool:
-    metrics = run_dir / "metrics.jsonl"
-    return bool(checkpointing.complete_tags(run_dir / "checkpoints")) or (
+    metrics = run_dir / runs.METRICS
+    return bool(runs.complete_tags(runs.checkpoints_of(run_dir))) or (
         metrics.is_file() and metrics.stat().st_size > 0)
 
 
@@ -62,10 +60,11 @@ def check_resume_path(resume: str) -> None:
     if resume in ("auto", "never"):
         return
     path = Path(resume)
-    if not (path / checkpointing.COMPLETE).is_file():
+    if not runs.is_complete(path):
         raise PipelineError(f"train.resume={resume}: not a complete checkpoint dir (expected "
-                            f"runs/<name>/checkpoints/stepNNNNNNNN with a {checkpointing.COMPLETE} marker)")
-    problem = checkpointing.verify(path)
+                            f"runs/<name>/{runs.CHECKPOINTS}/stepNNNNNNNN with a {runs.COMPLETE} "
+                            "marker)")
+    problem = runs.verify(path)
     if problem:
         raise PipelineError(f"train.resume={resume}: the checkpoint is torn ({problem})")
 
@@ -77,7 +76,7 @@ def check_same_run(cfg, run_dir: Path) -> None:
     if cfg.train.resume != "auto":  # a checkpoint dir: compare with the run it belongs to
         check_resume_path(cfg.train.resume)
         run_dir = Path(cfg.train.resume).parent.parent
-    saved_file = run_dir / "config.yaml"
+    saved_file = run_dir / runs.RUN_CONFIG
     if not saved_file.is_file() or not _has_history(run_dir):
         return
     saved = OmegaConf.to_container(OmegaConf.load(saved_file))
@@ -95,23 +94,15 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def recorded_tokenizer(tag_dir: Path) -> str | None:
-    """The tokenizer digest a checkpoint's COMPLETE marker recorded (None: an older checkpoint)."""
-    try:
-        return json.loads((tag_dir / checkpointing.COMPLETE).read_text()).get(TOKENIZER_KEY)
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
 def source_tokenizer(path: Path) -> str | None:
     """The tokenizer digest of a train.init_from source, when it records one: a run's newest
     complete checkpoint, a checkpoint, or an export with its tokenizer file."""
     kind = source_kind(path)
     if kind == "checkpoint":
-        return recorded_tokenizer(path)
+        return runs.recorded_tokenizer(path)
     if kind == "run":
-        tag = checkpointing.find_resume_tag(path / "checkpoints")
-        return recorded_tokenizer(path / "checkpoints" / tag) if tag else None
+        tag = runs.find_resume_tag(runs.checkpoints_of(path))
+        return runs.recorded_tokenizer(runs.checkpoints_of(path) / tag) if tag else None
     if kind == "export":
         from data_prep.text_codec import FILES
 
@@ -128,11 +119,11 @@ def check_tokenizer(cfg, run_dir: Path, data_sha: str) -> None:
         return
     sources = []
     if cfg.train.resume == "auto":
-        ckpts = run_dir / "checkpoints"
-        sources += [ckpts / tag for tag in checkpointing.candidates(ckpts)[:1]]
+        ckpts = runs.checkpoints_of(run_dir)
+        sources += [ckpts / tag for tag in runs.candidates(ckpts)[:1]]
     elif cfg.train.resume != "never":
         sources.append(Path(cfg.train.resume))
-    found = [(str(p), recorded_tokenizer(p)) for p in sources]
+    found = [(str(p), runs.recorded_tokenizer(p)) for p in sources]
     if cfg.train.init_from:
         found.append((f"train.init_from={cfg.train.init_from}", source_tokenizer(Path(cfg.train.init_from))))
     for where, digest in found:

@@ -2,40 +2,48 @@
 model for phase 0, optionally initialised from another run (`train.init_from`)."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import checkpointing, freezing, peft_base
+from .. import runs
 from ..errors import PipelineError
 from .init_from import load_matching
 from .phase_switch import build_phase_engine, new_model
+from .train_state import TrainState
 
 
-@dataclass
+@dataclass(frozen=True)
 class Start:
+    """What training continues from; the loop takes the engine and state over from here."""
     engine: object
-    phase: int
     trainable: int
-    step: int = 0
-    tokens: int = 0
-    skipped_steps: int = 0
+    state: TrainState
     resumed_from: str | None = None
     init_report: dict = field(default_factory=dict)
 
 
-def _checkpoint_step(ckpt_dir: Path, tag: str) -> int:
-    try:
-        return int(json.loads((ckpt_dir / tag / checkpointing.COMPLETE).read_text())["step"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return -1  # unreadable marker: load_newest reports it and moves on
+def _checkpoint_step(tag_dir: Path) -> int:
+    marker = runs.read_marker(tag_dir)
+    return -1 if marker is None else int(marker.step)  # unreadable: load_newest reports it
+
+
+def _restored_state(client: dict, phase: int, tag_dir: Path) -> TrainState:
+    """The checkpoint's train state; its phase must be the one its step falls in under this
+    run's freeze schedule (the engine was built for that one)."""
+    state = TrainState.from_client_state(client, phase)
+    if state.phase != phase:
+        raise PipelineError(f"{tag_dir} was saved in freeze phase {state.phase}, but this run's "
+                            f"freeze.phases put step {state.step} in phase {phase}: resume it with "
+                            "the freeze schedule it was trained with")
+    return state
 
 
 def _resume_tags(resume: str, ckpt_dir: Path) -> tuple[Path, list[str]]:
     if resume == "never":
         return ckpt_dir, []
     if resume == "auto":
-        return ckpt_dir, checkpointing.candidates(ckpt_dir)
+        return ckpt_dir, runs.candidates(ckpt_dir)
     path = Path(resume)
     return path.parent, [path.name]
 
@@ -57,10 +65,9 @@ def open_run(cfg, dist, ckpt_dir: Path, stream) -> Start:
     root, tags = _resume_tags(cfg.train.resume, ckpt_dir)
     engine, built = None, None
     for tag in tags:
-        step = _checkpoint_step(root, tag)
+        step = _checkpoint_step(root / tag)
         # written by another number of ranks: loaded through DeepSpeed's universal checkpoint
-        universal = checkpointing.needs_universal(cfg.train, checkpointing.saved_world(root / tag),
-                                                  dist.world)
+        universal = checkpointing.needs_universal(cfg.train, runs.saved_world(root / tag), dist.world)
         phase = freezing.phase_at(cfg.freeze, max(step - 1, 0))  # the phase that saved it
         if engine is None or (phase, universal) != built:
             if engine is not None:
@@ -77,8 +84,7 @@ def open_run(cfg, dist, ckpt_dir: Path, stream) -> Start:
         _, client, rank_state = found
         stream.load_state_dict(rank_state["stream"])
         checkpointing.set_rng_state(rank_state["rng"])
-        return Start(engine, phase, trainable, client["step"], client["tokens"],
-                     client.get("skipped_steps", 0), resumed_from=tag)
+        return Start(engine, trainable, _restored_state(client, phase, root / tag), resumed_from=tag)
     if cfg.train.resume not in ("auto", "never"):
         raise PipelineError(f"train.resume={cfg.train.resume}: not a complete, loadable checkpoint")
     if tags:  # starting over here would truncate metrics.jsonl and the MLflow history
@@ -90,4 +96,4 @@ def open_run(cfg, dist, ckpt_dir: Path, stream) -> Start:
         engine.destroy()
     model, report = start_model(cfg, resuming=False)
     engine, trainable = build_phase_engine(cfg, 0, dist.world, dist.device, model)
-    return Start(engine, 0, trainable, init_report=report)
+    return Start(engine, trainable, TrainState(), init_report=report)
