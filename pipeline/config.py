@@ -16,7 +16,7 @@ from common.errors import ConfigError, UserError
 
 from model import ModelConfig
 
-from .distill.config import DistillConfig
+from .distill.config import DistillConfig, student_model_keys
 from .training.freezing import FreezeConfig
 from .training.peft import PeftConfig
 from .training import peft
@@ -258,26 +258,14 @@ def load_run_config(config: str | Path | list | None = None,
     dotlist = [_spaced_phases(o) for o in overrides or []]
     try:
         cfg: RunConfig = load_config(RunConfig, files, dotlist, example="train.max_steps=50")
-        student = student_model_layer(cfg.train.init_from)
+        student = student_model_keys(cfg.train.init_from)
         if student is not None:  # the student's model keys under everything the user set
-            cfg = load_config(RunConfig, files, dotlist, example="train.max_steps=50", base=[student])
+            cfg = load_config(RunConfig, files, dotlist, example="train.max_steps=50",
+                              base=[{"model": student}])
     except ConfigError as err:
         raise ConfigError(f"{err}{_data_prep_hint(str(err))}") from None
     _check(cfg)
     return cfg
-
-
-def student_model_layer(init_from: str | None):
-    """For a train.init_from built by `model.convert from-transformers` (it has teacher.json):
-    its model keys as a config layer, so the run builds the student it holds unless a key is
-    set on purpose (ctx_len and cache_dtype stay the recipe's: training choices)."""
-    import json
-
-    src = Path(init_from) if init_from else None
-    if src is None or not (src / "teacher.json").is_file() or not (src / "config.json").is_file():
-        return None
-    keys = json.loads((src / "config.json").read_text())
-    return {"model": {k: v for k, v in keys.items() if k not in ("ctx_len", "cache_dtype")}}
 
 
 def to_yaml(cfg: RunConfig) -> str:

@@ -91,23 +91,35 @@ def objective_for(cfg, phase: int, teacher):
                      report_parts=teacher is not None)
 
 
-def check_student(cfg) -> None:
-    """A train.init_from made by `model.convert from-transformers` (it has teacher.json) is built
-    with its own model keys (pipeline/config.py layers them under the run's); a key the run sets
-    to another value would make init_from drop tensors silently (q/k/v biases) or fail late on
-    shapes, so it is refused here, naming each key."""
+TRAINING_CHOICES = ("ctx_len", "cache_dtype")  # a run's, not the student's
+
+
+def student_model_keys(init_from: str | None) -> dict | None:
+    """The model keys of a train.init_from built by `model.convert from-transformers` (it has
+    teacher.json beside its config.json), training choices left out; None for anything else."""
     import json
-    from dataclasses import asdict
     from pathlib import Path
 
-    src = Path(cfg.train.init_from) if cfg.train.init_from else None
+    src = Path(init_from) if init_from else None
     if src is None or not (src / "teacher.json").is_file() or not (src / "config.json").is_file():
+        return None
+    keys = json.loads((src / "config.json").read_text())
+    return {k: v for k, v in keys.items() if k not in TRAINING_CHOICES}
+
+
+def check_student(cfg) -> None:
+    """A student's model keys are layered under the run's (pipeline/config.py); a key the run sets
+    to another value would make init_from drop tensors silently (q/k/v biases) or fail late on
+    shapes, so it is refused here, naming each key."""
+    from dataclasses import asdict
+
+    student = student_model_keys(cfg.train.init_from)
+    if student is None:
         return
-    student = json.loads((src / "config.json").read_text())
     ours = asdict(cfg.model)
     differ = [f"model.{k}={ours.get(k)!r} (the student's: {v!r})" for k, v in sorted(student.items())
-              if k not in ("ctx_len", "cache_dtype") and ours.get(k) != v]
+              if ours.get(k) != v]
     if differ:
-        raise UserError(f"train.init_from={src} is a student built by from-transformers, but this "
-                        f"run sets other model keys: {'; '.join(differ)}. Drop them: the student's "
-                        "own keys are the run's model unless set")
+        raise UserError(f"train.init_from={cfg.train.init_from} is a student built by "
+                        f"from-transformers, but this run sets other model keys: {'; '.join(differ)}. "
+                        "Drop them: the student's own keys are the run's model unless set")
