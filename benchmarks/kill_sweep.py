@@ -6,7 +6,7 @@ identical to the uninterrupted run?
 One uninterrupted reference run (2 ranks under torchrun --standalone, ZeRO-2, two freeze phases,
 a checkpoint every --save-every steps, validation every --val-every steps and at the end), then
 per point a fresh run killed there and resumed by the same command. A single point is a
-GOLDFINCH_FAULTS entry (pipeline/training/faults.py): SIGKILL right after a step's metrics are
+GOLDFINCH_FAULTS entry (pipeline/instruments/faults.py): SIGKILL right after a step's metrics are
 written, in the middle of a checkpoint save, or in the middle of a validation, on rank 0 or 1. A
 double point (`A then B`) kills at A, resumes, kills the resumed run at B before it completes its
 next checkpoint, and resumes again. Points are drawn by --seed without repeats, one kind after

@@ -23,6 +23,7 @@ from kernels import set_wkv_backend
 from model import build_model
 
 from . import runs
+from .instruments import from_environment
 from .training import freezing, phase_switch, run_guard
 from .records import run_status
 from .config import RunConfig, fit_to_world, parse_args, resolve_precision, to_yaml
@@ -150,6 +151,7 @@ def train(cfg: RunConfig, data: TrainingData) -> None:
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     stream = data.stream(cfg, dist.rank, dist.world)  # global batches: any number of ranks
     val = val_windows(data, cfg, dist) if t.val_every and t.val_batches else None
+    instruments = stream.instruments = from_environment(dist.rank)  # none in a normal run
     start = open_run(cfg, dist, ckpt_dir, stream)
     state = start.state
     teacher = distill.load_teacher(cfg, dist.device)
@@ -174,11 +176,12 @@ def train(cfg: RunConfig, data: TrainingData) -> None:
         if start.init_report and dist.is_main:
             report_init(start.init_report, t.init_from, run_dir, tracker)
         stop = StopRequest()
-        ctx = StepContext.of(cfg, dist, start.engine.module, stream, next_batch, len(data.sources))
+        ctx = StepContext.of(cfg, dist, start.engine.module, stream, next_batch, len(data.sources),
+                             instruments)
         progress = Progress(t.max_steps, state.step, enabled=dist.is_main)
         hooks = StepHooks(cfg, dist, run_dir, ckpt_dir, metrics, tracker, progress, stop,
                           (lambda engine: validate(engine, val, cfg, dist)) if val else None,
-                          loader or stream, marker_fields(cfg, data, dist), str(data.path))
+                          loader or stream, marker_fields(cfg, data, dist), str(data.path), instruments)
         status = run_steps(cfg, trainee, state, ctx, hooks, teacher)
         close_loop(progress, stop, loader, stream)
         if dist.is_main and status == run_status.FINISHED:

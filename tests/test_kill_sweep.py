@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from pipeline.training import faults
+from pipeline.instruments import faults
 from pipeline_helpers import ROOT, make_data_dir
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -14,7 +14,7 @@ from kill_sweep import LOOPBACK, run_train  # noqa: E402
 
 
 def parsed(point: str) -> list[tuple[str, int, int]]:
-    return [next(iter(faults._parse(fault))) for fault in point.split(THEN)]
+    return [next(iter(faults.parse(fault))) for fault in point.split(THEN)]
 
 
 def test_points_are_seeded_distinct_parse_and_cover_every_kind():

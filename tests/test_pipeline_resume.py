@@ -15,7 +15,7 @@ import pytest
 from pipeline.training import checkpointing
 from pipeline import runs
 from pipeline import train as trainer
-from pipeline.data.batch_log import ENV as BATCH_LOG, read_steps
+from pipeline.instruments.batch_log import ENV as BATCH_LOG, read_steps
 
 from pipeline_helpers import ENV, TINY, make_data_dir, metrics, run_train
 

@@ -72,7 +72,7 @@ def test_two_ranks_equal_one_rank_with_grad_accum(data, two_rank_zero2):
     """The same global batches of 8 windows on multi-shard data: 1 rank x 4 accumulation steps,
     or 2 ranks x 2: the same tokens at every step, the same losses, and the same val_loss (over
     the same 8 val windows, 4 per rank on 2 ranks)."""
-    from pipeline.data.batch_log import read_steps
+    from pipeline.instruments.batch_log import read_steps
 
     args = ["train.max_steps=4", "train.global_batch=8", "train.micro_batch=2", "train.zero_stage=2",
             "train.export=false", *REF_VAL]

@@ -7,7 +7,6 @@ and every read goes through data_prep/storage.py (local paths and fsspec URLs), 
     mixture.py         which source each window of the global order comes from
     sources.py         opening the data dirs of `data.path` / `data.mix` and checking they agree
     global_batches.py  a rank's micro-batches of global batch s, its shard reads and read-ahead
-    batch_log.py       an optional record of the windows each rank trained on (for checks)
     data_loader.py     a data dir's manifest and shards, checked
     windows.py         windows cut from joined shards, cached and read ahead: the one reader
     val_windows.py     the validation windows: a fixed, unshuffled slice of the val split, by rank

@@ -16,7 +16,7 @@ import torch
 from common.errors import UserError
 
 from ..errors import PipelineError
-from .batch_log import BatchLog
+from ..instruments import Instruments
 from .mixture import Mixture
 from .order import SourceOrder
 from .windows import WindowReader
@@ -42,7 +42,7 @@ class GlobalBatches:
         # two shuffle buffers per source: the current group's shards and the next one's
         self.reader = WindowReader(sources, "train", self.orders, ctx_len,
                                    2 * max(buffer, 1) * len(sources) + 2, read_ahead=bool(read_ahead))
-        self._log = BatchLog(rank)
+        self.instruments = Instruments()  # the trainer's, which may watch the batches
 
     def step_windows(self, step: int) -> np.ndarray:
         """[G, 4] rows (source, epoch, shard, window) of global batch `step`, sorted."""
@@ -73,7 +73,7 @@ class GlobalBatches:
             self._schedule(self.step)
         rows = self._slice[self.micro * self.micro_batch:(self.micro + 1) * self.micro_batch]
         tokens = self.reader.windows(rows)
-        self._log.write(self.step + 1, self.micro, rows, tokens)
+        self.instruments.batch(self.step + 1, self.micro, rows, tokens)
         self.micro += 1
         if self.micro == self.grad_accum:
             self.step, self.micro = self.step + 1, 0

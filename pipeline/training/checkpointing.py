@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import faults, peft_base
+from . import peft_base
 from .train_state import TrainState
 from ..errors import PipelineError
+from ..instruments import Instruments
 from ..runs import (COMPLETE, Marker, candidates, complete_tags, find_resume_tag, rank_state_file,
                     saved_world, set_latest, tag_for, verify, write_atomic, write_marker)
 
@@ -76,12 +77,12 @@ def _describe(err: BaseException) -> str:
 
 
 def save(engine, ckpt_dir: Path, state: TrainState, rank_state: dict, rank: int, keep_last: int,
-         about: dict) -> str:
+         about: dict, instruments: Instruments = Instruments()) -> str:
     """Save `state` and the engine on every rank, and `rank_state` (loader, RNG) per rank; mark
     complete and move `latest` only after all ranks wrote. `about` fills the self-describing
     fields of the COMPLETE marker (model, zero_stage, world_size, tokenizer_sha256; runs.Marker);
     a PEFT model's base identity is added too, and its frozen base left out of the files
-    (peft_base.py).
+    (peft_base.py). `instruments` may act around the file writes and after them (tests' faults).
 
     When writing fails on any rank (a full disk fails inside torch.save with a RuntimeError, or
     as an OSError), every rank raises the same PipelineError naming the checkpoint and the
@@ -102,7 +103,7 @@ def save(engine, ckpt_dir: Path, state: TrainState, rank_state: dict, rank: int,
     peft_base.drop_base(engine.module, deferred.pending)
     why = ""
     try:
-        with faults.disk_full_in_save(step, rank):
+        with instruments.checkpoint_writes(step):
             for state_dict, path in deferred.pending:
                 deferred.inner.save(state_dict, path)
             torch.save(rank_state, rank_state_file(tag_dir, rank))
@@ -119,7 +120,7 @@ def save(engine, ckpt_dir: Path, state: TrainState, rank_state: dict, rank: int,
         raise PipelineError(f"saving checkpoint {tag_dir} failed ({'; '.join(failed)}); it was removed "
                             f"and the previous checkpoint ({previous or 'none'}) is intact: free disk "
                             "space, then re-run the same command to resume")
-    faults.maybe_kill("kill_in_save", step, rank)
+    instruments.checkpoint_written(step)
     torch.distributed.barrier()
     if rank == 0:
         write_marker(tag_dir, Marker(step, _file_sizes(tag_dir), **about,

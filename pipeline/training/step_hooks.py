@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch
 
-from . import checkpointing, faults
+from . import checkpointing
 from .distributed import Dist
 from .metrics import MetricsLog
 from .preemption import StopRequest
@@ -19,6 +19,7 @@ from .train_state import TrainState
 from .train_step import Trainee
 from .. import runs
 from ..errors import PipelineError
+from ..instruments import Instruments
 from ..eval import periodic
 
 
@@ -36,6 +37,7 @@ class StepHooks:
     loader: object  # whose state_dict is the data position (the prefetcher, or the stream)
     about: dict  # the COMPLETE marker's self-description (runs.Marker)
     data_path: str
+    instruments: Instruments
     bad_in_a_row: int = 0
     preempted: bool = False
 
@@ -55,13 +57,13 @@ class StepHooks:
     def log(self, record: dict, trainee: Trainee) -> None:
         t, step = self.cfg.train, record["step"]
         if self.validate is not None and (step % t.val_every == 0 or step == t.max_steps):
-            with faults.kill_in_val(trainee.engine.module, step, self.dist.rank):
+            with self.instruments.validation(trainee.engine.module, step):
                 record["val_loss"] = self.validate(trainee.engine)
         self.metrics.write(record)
         self.tracker.log_step(record)
         logged = (t.log_every and step % t.log_every == 0) or "val_loss" in record
         self.progress.update(record, log=logged)
-        faults.maybe_kill("kill_after_step", step, self.dist.rank)
+        self.instruments.after_step(step)
 
     def guard(self, applied: bool, step: int) -> None:
         """Stop after train.max_bad_steps steps in a row whose update was skipped."""
@@ -80,7 +82,7 @@ class StepHooks:
     def checkpoint(self, state: TrainState, trainee: Trainee) -> None:
         rank_state = {"stream": self.loader.state_dict(), "rng": checkpointing.rng_state()}
         tag = checkpointing.save(trainee.engine, self.ckpt_dir, state, rank_state, self.dist.rank,
-                                 self.cfg.train.keep_last, self.about)
+                                 self.cfg.train.keep_last, self.about, self.instruments)
         where = str((self.ckpt_dir / tag).resolve())
         self.tracker.log_event(json.dumps({"step": state.step, "path": where}),
                                f"{runs.CHECKPOINTS}/{tag}.json")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from . import faults, freezing, phase_switch
+from . import freezing, phase_switch
+from ..instruments import Instruments
 from .distributed import Dist, all_mean, all_means
 from .flops import flops_per_token, peak_flops
 from .schedule import scheduled_lr
@@ -39,13 +40,16 @@ class StepContext:
     flops_per_token: float
     peak_flops: float | None
     sources: int  # data sources (a mixture logs tokens per source)
+    instruments: Instruments
 
     @classmethod
-    def of(cls, cfg, dist: Dist, module, stream, next_batch, sources: int) -> "StepContext":
+    def of(cls, cfg, dist: Dist, module, stream, next_batch, sources: int,
+           instruments: Instruments) -> "StepContext":
         t = cfg.train
         return cls(cfg, dist, stream, next_batch,
                    t.micro_batch * t.grad_accum * dist.world * cfg.model.ctx_len,
-                   flops_per_token(module, cfg.model), peak_flops(dist.device, t.peak_tflops), sources)
+                   flops_per_token(module, cfg.model), peak_flops(dist.device, t.peak_tflops), sources,
+                   instruments)
 
 
 def set_lr(engine, cfg, step: int, tokens: int, tokens_per_step: int,
@@ -63,24 +67,22 @@ def set_lr(engine, cfg, step: int, tokens: int, tokens_per_step: int,
     return lr, lr_new
 
 
-def optimizer_step(engine, objective, next_batch, cfg, step: int, dist: Dist
-                   ) -> tuple[float, dict[str, float], bool]:
+def optimizer_step(engine, objective, ctx: StepContext, step: int) -> tuple[float, dict[str, float], bool]:
     """One optimizer step over grad_accum micro-batches of the phase's objective: (mean loss over
     ranks, the means of its parts (distillation's ce/kl/align), step applied).
 
     A non-finite loss makes non-finite gradients, which DeepSpeed's optimizer detects and skips
     the update for (the stage-0 optimizer does the same), so a bad batch never reaches the weights.
     """
-    loss_sum = 0.0
-    for _ in range(cfg.train.grad_accum):
-        loss = objective(engine, next_batch().to(dist.device, non_blocking=True))
-        if faults.armed("nan_loss", step, dist.rank):
-            loss = loss * float("nan")
+    loss_sum, dist = 0.0, ctx.dist
+    for _ in range(ctx.cfg.train.grad_accum):
+        loss = objective(engine, ctx.next_batch().to(dist.device, non_blocking=True))
+        loss = ctx.instruments.loss(step, loss)
         engine.backward(loss)
         engine.step()
         loss_sum += loss.item()
     parts = all_means(objective.take_parts(), dist.device)
-    return all_mean(loss_sum / cfg.train.grad_accum, dist.device), parts, engine.was_step_applied()
+    return all_mean(loss_sum / ctx.cfg.train.grad_accum, dist.device), parts, engine.was_step_applied()
 
 
 def train_step(trainee: Trainee, state: TrainState, ctx: StepContext) -> tuple[dict, bool]:
@@ -88,8 +90,7 @@ def train_step(trainee: Trainee, state: TrainState, ctx: StepContext) -> tuple[d
     cfg, engine = ctx.cfg, trainee.engine
     t0 = time.perf_counter()
     lr, lr_new = set_lr(engine, cfg, state.step, state.tokens, ctx.tokens_per_step, state.phase)
-    loss, parts, applied = optimizer_step(engine, trainee.objective, ctx.next_batch, cfg,
-                                          state.step + 1, ctx.dist)
+    loss, parts, applied = optimizer_step(engine, trainee.objective, ctx, state.step + 1)
     state.advance(ctx.tokens_per_step, applied)
     tokens_per_s = ctx.tokens_per_step / (time.perf_counter() - t0)
     record = {"step": state.step, "loss": loss, "lr": lr, "tokens": state.tokens,

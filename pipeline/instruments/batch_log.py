@@ -1,31 +1,28 @@
-"""An optional record of the windows each rank trained on, for checking equivalences from outside.
+"""A record of the windows each rank trained on, for checking equivalences from outside.
 
 With GOLDFINCH_BATCH_LOG=<dir>, every rank appends one JSON line per micro-batch to
 <dir>/rank<R>.jsonl: the step, the micro-batch index, and per window its (source, epoch, shard,
-window) and the sha1 of its tokens. Unset in normal runs, where it costs one check per batch.
+window) and the sha1 of its tokens.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from .base import Instruments
+
 ENV = "GOLDFINCH_BATCH_LOG"
 
 
-class BatchLog:
-    def __init__(self, rank: int):
-        where = os.environ.get(ENV)
-        self.file = Path(where) / f"rank{rank}.jsonl" if where else None
-        if self.file:
-            self.file.parent.mkdir(parents=True, exist_ok=True)
+class Instrument(Instruments):
+    def __init__(self, rank: int, value: str):
+        self.file = Path(value) / f"rank{rank}.jsonl"
+        self.file.parent.mkdir(parents=True, exist_ok=True)
 
-    def write(self, step: int, micro: int, windows: np.ndarray, tokens: np.ndarray) -> None:
-        if self.file is None:
-            return
+    def batch(self, step, micro, windows, tokens):
         record = {"step": step, "micro": micro, "windows": windows.tolist(),
                   "sha1": [hashlib.sha1(np.ascontiguousarray(w, dtype=np.int64).tobytes()).hexdigest()
                            for w in tokens]}
