@@ -83,15 +83,18 @@ def rows(root: Path, run: str) -> list[tuple[int, float]]:
     return [(r["step"], r["loss"]) for r in metrics(root, run)]
 
 
-def one_point(root: Path, i: int, point: str, args: list[str], reference) -> tuple[bool, str]:
+def one_point(root: Path, i: int, point: str, args: list[str], reference,
+              command: bool = False) -> tuple[bool, str]:
     """Kill a fresh run at each fault of `point` in turn, resuming in between, then let the last
-    resume finish; (identical, what happened)."""
+    resume finish; (identical, what happened). `command`: launch with torchrun itself, not ranks
+    forked from this process (tests/pipeline_helpers.py run_train)."""
     run = f"train.run_name=kill{i}"
     for n, fault in enumerate(point.split(THEN)):
-        killed = run_train(root, run, *args, nproc=2, check=False, env={**LOOPBACK, "GOLDFINCH_FAULTS": fault})
+        killed = run_train(root, run, *args, nproc=2, check=False, command=command,
+                           env={**LOOPBACK, "GOLDFINCH_FAULTS": fault})
         if killed.returncode == 0:
             return False, f"the fault {fault} did not fire (launch {n + 1} finished)"
-    resumed = run_train(root, run, *args, nproc=2, check=False, env=LOOPBACK)
+    resumed = run_train(root, run, *args, nproc=2, check=False, env=LOOPBACK, command=command)
     if resumed.returncode != 0:
         return False, f"the resume failed: {resumed.stderr.strip().splitlines()[-1:]}"
     found = re.search(r"resumed from (\S+) at step (\d+)", resumed.stdout + resumed.stderr)
@@ -122,13 +125,13 @@ def main() -> int:
         make_data_dir(root / "data", docs_per_shard=(30, 30), val_docs=(10,))
         train_args = run_args(args.steps, args.save_every, args.val_every)
         t0 = time.perf_counter()
-        run_train(root, "train.run_name=reference", *train_args, nproc=2, env=LOOPBACK)
+        run_train(root, "train.run_name=reference", *train_args, nproc=2, env=LOOPBACK, command=True)
         reference = rows(root, "reference")
         print(f"reference: {len(reference)} steps, 2 ranks, ZeRO-2, {PHASES} ({time.perf_counter() - t0:.0f} s)",
               flush=True)
         identical = 0
         for i, fault in enumerate(faults):
-            same, what = one_point(root, i, fault, train_args, reference)
+            same, what = one_point(root, i, fault, train_args, reference, command=True)
             identical += same
             print(f"point {i + 1}/{len(faults)}: {fault:<22} {'identical' if same else 'DIFFERS'}: {what}",
                   flush=True)

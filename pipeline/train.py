@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from common.cli import exit_on, user_error_types
 
-from kernels import set_wkv_backend
+from kernels import wkv_backend_default
 from model import build_model
 
 from . import runs
@@ -142,9 +142,12 @@ def run_steps(cfg: RunConfig, trainee: Trainee, state: TrainState, ctx: StepCont
 
 def train(cfg: RunConfig, data: TrainingData) -> None:
     """Train `cfg` (resolved by `prepare`) on `data`, resuming from the run's newest checkpoint."""
-    dist = init_distributed()
+    with wkv_backend_default(cfg.train.wkv_backend):  # the run's choice, not the process's
+        run_training(cfg, data, init_distributed())
+
+
+def run_training(cfg: RunConfig, data: TrainingData, dist: Dist) -> None:
     t = cfg.train
-    set_wkv_backend(t.wkv_backend)
     run_dir = runs.run_dir_of(t.out_dir, t.run_name)
     ckpt_dir = runs.checkpoints_of(run_dir)
 

@@ -11,6 +11,10 @@ import torch
 if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
 
+# under `pytest -n N` the workers share the cores: threads beyond a worker's share only contend
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
 
 # modules whose tests share the session's reference runs below: one xdist worker runs them all
 SHARED_RUNS = {"test_pipeline_train.py", "test_launch_train.py", "test_pipeline_freeze.py"}
@@ -55,9 +59,10 @@ def two_rank_zero2(shared_data):
     on are in batches/ref."""
     from pipeline_helpers import REF_VAL, metrics, run_train
 
+    env = {"GLOO_SOCKET_IFNAME": "lo", "GOLDFINCH_BATCH_LOG": str(shared_data / "batches" / "ref")}
     run_train(shared_data, "train.run_name=ref-2rank-zero2", "train.max_steps=4", "train.global_batch=8",
               "train.micro_batch=2", "train.zero_stage=2", "train.export=false", *REF_VAL, nproc=2,
-              env={"GLOO_SOCKET_IFNAME": "lo", "GOLDFINCH_BATCH_LOG": str(shared_data / "batches" / "ref")})
+              command=True, env=env)  # torchrun itself: the reference of the launch modes
     rows = metrics(shared_data, "ref-2rank-zero2")
     assert [r["tokens"] for r in rows] == [2 * 4 * 32 * s for s in (1, 2, 3, 4)]
     return [r["loss"] for r in rows]

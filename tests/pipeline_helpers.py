@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+import in_process
+import rank_processes
 from data_prep import shard_format
 
 EOT_NAME = "<|endoftext|>"
@@ -70,20 +72,33 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_train(tmp_path: Path, *overrides, nproc: int = 1, check: bool = True, env: dict | None = None):
-    """`python -m pipeline.train` (or torchrun with nproc ranks) on tmp_path/data, all outputs
-    under tmp_path."""
+def run_train(tmp_path: Path, *overrides, nproc: int = 1, check: bool = True, env: dict | None = None,
+              command: bool = False):
+    """The trainer on tmp_path/data, all outputs under tmp_path, with `nproc` ranks; returns a
+    CompletedProcess. One rank that no fault kills runs inside this process (tests/in_process.py);
+    killed or several ranks run as processes forked from one that has imported the trainer
+    (tests/rank_processes.py); `command=True` runs the command itself, `python -m pipeline.train`
+    or torchrun, for what only it can show."""
     args = [*TINY, f"data.path={tmp_path / 'data'}", f"train.out_dir={tmp_path / 'runs'}",
             f"tracking.dir={tmp_path / 'mlruns'}", *overrides]
+    if command:
+        proc = run_command(args, nproc, env)
+    elif nproc == 1 and not in_process.kills(env):
+        proc = in_process.train(args, env)
+    else:
+        proc = rank_processes.launch(args, nproc, {**ENV, **(env or {})})
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def run_command(args: list[str], nproc: int, env: dict | None) -> subprocess.CompletedProcess:
     if nproc == 1:
         cmd = [sys.executable, "-m", "pipeline.train", *args]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc-per-node={nproc}", "-m", "pipeline.train", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**ENV, **(env or {})}, timeout=600)
-    if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+    return subprocess.run(cmd, capture_output=True, text=True, env={**ENV, **(env or {})}, timeout=600)
 
 
 def metrics(tmp_path: Path, run: str):

@@ -124,3 +124,23 @@ def test_env_var_forces_the_backend(monkeypatch):
         wkv6(r, k, v, w, u, s)
     monkeypatch.delenv("GOLDFINCH_WKV_BACKEND")
     torch.testing.assert_close(wkv6(r, k, v, w, u, s)[0], y_naive)
+
+
+def test_a_scoped_default_backend_gives_way_to_the_previous_one(monkeypatch):
+    """The trainer's train.wkv_backend holds for its run only (kernels.wkv_backend_default)."""
+    from kernels import default_wkv_backend, set_wkv_backend, wkv_backend_default
+
+    monkeypatch.setenv("GOLDFINCH_WKV_BACKEND", "naive")
+    with wkv_backend_default("torch"):
+        assert default_wkv_backend() == "torch"
+        with wkv_backend_default(None):  # unset: the environment's again
+            assert default_wkv_backend() == "naive"
+        assert default_wkv_backend() == "torch"
+    assert default_wkv_backend() == "naive"
+    set_wkv_backend("triton")
+    try:
+        with pytest.raises(ValueError, match="bogus"), wkv_backend_default("bogus"):
+            pass
+        assert default_wkv_backend() == "triton"
+    finally:
+        set_wkv_backend(None)

@@ -1,6 +1,7 @@
 """WKV6: one entry point, several backends (naive reference, chunked torch, Triton)."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -27,6 +28,19 @@ def set_default_backend(name: str | None) -> None:
     None goes back to GOLDFINCH_WKV_BACKEND, else auto."""
     global _default_backend
     _default_backend = None if name is None else _valid(name, "set_default_backend")
+
+
+@contextlib.contextmanager
+def backend_default(name: str | None):
+    """`set_default_backend(name)` for one block (a training run), then the previous default:
+    a run's choice does not outlive it in a process that goes on."""
+    global _default_backend
+    saved = _default_backend
+    set_default_backend(name)
+    try:
+        yield
+    finally:
+        _default_backend = saved
 
 
 def default_backend() -> str:
@@ -106,4 +120,4 @@ def wkv6(r: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w: torch.Tensor,
 
 
 __all__ = ["wkv6", "wkv6_chunked", "wkv6_naive", "BACKENDS", "BACKEND_ENV", "default_backend",
-           "set_default_backend"]
+           "set_default_backend", "backend_default"]
