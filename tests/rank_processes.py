@@ -59,8 +59,9 @@ def _free_port() -> int:
 
 
 def _rank_env(env: dict, rank: int, nproc: int, port: int) -> dict:
-    return {**env, "RANK": str(rank), "LOCAL_RANK": str(rank), "GROUP_RANK": "0", "WORLD_SIZE": str(nproc),
-            "LOCAL_WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    """torchrun's variables; a MASTER_PORT in `env` is kept (a test that must know it)."""
+    return {"MASTER_PORT": str(port), **env, "RANK": str(rank), "LOCAL_RANK": str(rank), "GROUP_RANK": "0",
+            "WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1"}
 
 
 def _wait(procs, timeout: float) -> int:

@@ -1,17 +1,17 @@
-"""DeepSpeed's /dev/shm all-reduce buffers: a 2-rank CPU run under the deepspeed launcher leaves
+"""DeepSpeed's /dev/shm all-reduce buffers: a 2-rank CPU run with all ranks on one node (LOCAL_SIZE
+equal to WORLD_SIZE, as the deepspeed launcher sets them, which `make train NPROC=2` uses) leaves
 none behind, killed or finished; stale ones our runs noted are removed at the next start, and
 nothing else is."""
 import mmap
 import os
 import socket
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from launch_helpers import LOOPBACK_ENV, TRAIN_SH, free_port
+from launch_helpers import LOOPBACK_ENV, free_port
 from pipeline.training import shm_buffers
-from pipeline_helpers import ROOT, TINY, make_data_dir, metrics
+from pipeline_helpers import make_data_dir, metrics, run_train
 
 SHM = Path("/dev/shm")
 
@@ -25,17 +25,13 @@ def ours(port: int) -> list[str]:
 def test_a_two_rank_run_leaves_no_buffers_killed_or_finished(tmp_path):
     make_data_dir(tmp_path / "data")
     port = free_port()
-    args = [*TINY, f"data.path={tmp_path / 'data'}", f"train.out_dir={tmp_path / 'runs'}",
-            "train.run_name=shm", "train.max_steps=2", "train.save_every=1", "train.export=false"]
-    env = {**LOOPBACK_ENV, "NPROC": "2", "MASTER_PORT": str(port)}
-    killed = subprocess.run(["bash", str(TRAIN_SH), *args], capture_output=True, text=True, cwd=ROOT,
-                            env={**env, "GOLDFINCH_FAULTS": "kill_after_step:1"}, timeout=300)
+    args = ["train.run_name=shm", "train.max_steps=2", "train.save_every=1", "train.export=false"]
+    env = {**LOOPBACK_ENV, "LOCAL_SIZE": "2", "MASTER_PORT": str(port)}
+    killed = run_train(tmp_path, *args, nproc=2, check=False, env={**env, "GOLDFINCH_FAULTS": "kill_after_step:1"})
     assert killed.returncode != 0, killed.stderr[-3000:]
     assert "shm_comm_op built" in killed.stdout + killed.stderr  # so the buffers were made
     assert ours(port) == []
-    done = subprocess.run(["bash", str(TRAIN_SH), *args], capture_output=True, text=True, cwd=ROOT,
-                          env=env, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_train(tmp_path, *args, nproc=2, env=env)
     assert [r["step"] for r in metrics(tmp_path, "shm")] == [1, 2]
     assert ours(port) == []
 
