@@ -72,6 +72,7 @@ bench: setup  ## benchmarks that print side-by-side ratios (results: docs/BENCHM
 	$(PY) benchmarks/data_prep.py
 	$(PY) benchmarks/lm_eval_reuse.py --docs 16 --repeats 3
 	$(PY) benchmarks/peft_finetune.py
+	$(PY) benchmarks/trainer_start.py
 
 gpu-check:  ## one-shot GPU check -> $(GPU_CHECK_OUT)/gpu_check.jsonl (no setup: works without a package index)
 	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) benchmarks/gpu_check.py --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)

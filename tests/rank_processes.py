@@ -9,6 +9,7 @@ failure and all stop), then, as under torchrun, are stopped (SIGTERM, SIGKILL af
 period), and a multi-rank launch exits 1. One rank exits as `python -m pipeline.train` would."""
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -18,6 +19,7 @@ import sys
 import tempfile
 import time
 import traceback
+import types
 from pathlib import Path
 
 # imported once by the server; the second is what DeepSpeed imports when it builds an optimizer
@@ -36,12 +38,30 @@ def launch(args: list[str], nproc: int, env: dict, timeout: float = 600) -> subp
         procs = [ctx.Process(target=_rank_main,
                              args=(args, _rank_env(env, rank, nproc, port), Path(tmp), rank))
                  for rank in range(nproc)]
-        for proc in procs:
-            proc.start()
+        with _no_main_module():
+            for proc in procs:
+                proc.start()
         code = _wait(procs, timeout)
-        out = "".join((Path(tmp) / f"{rank}.out").read_text(errors="replace") for rank in range(nproc))
-        err = "".join((Path(tmp) / f"{rank}.err").read_text(errors="replace") for rank in range(nproc))
+        out = "".join(_read(Path(tmp) / f"{rank}.out") for rank in range(nproc))
+        err = "".join(_read(Path(tmp) / f"{rank}.err") for rank in range(nproc))
     return subprocess.CompletedProcess(["pipeline.train", *args], code, out, err)
+
+
+@contextlib.contextmanager
+def _no_main_module():
+    """Ranks need nothing of the caller's __main__, which multiprocessing would otherwise re-run
+    in each child by its path (a script that set up its own sys.path cannot be found there)."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
+def _read(path: Path) -> str:
+    """A rank's output; empty when it ended before opening it."""
+    return path.read_text(errors="replace") if path.exists() else ""
 
 
 def _forkserver():
