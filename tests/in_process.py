@@ -2,9 +2,10 @@
 
 A subprocess proves nothing more about a single rank than its exit code and output, which this
 returns the same way, but it pays Python's, torch's and DeepSpeed's start-up on every run. Runs
-that a fault kills, that need several ranks, or that test the command line itself stay
-subprocesses. Each run gets the environment a subprocess would (one thread, its own process
-group of one, its own warnings) and leaves the test process as it found it."""
+that a fault kills or that need several ranks are processes forked from one that has imported
+the trainer (rank_processes.py); launcher tests run the command itself. Each run here gets the
+environment a subprocess would (one thread, its own process group of one, its own warnings)
+and leaves the test process as it found it."""
 from __future__ import annotations
 
 import contextlib

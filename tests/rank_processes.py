@@ -10,6 +10,7 @@ period), and a multi-rank launch exits 1. One rank exits as `python -m pipeline.
 from __future__ import annotations
 
 import contextlib
+import io
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -130,6 +131,9 @@ def _rank_main(args: list[str], env: dict, out_dir: Path, rank: int) -> None:
     os.environ.update(env)
     for fd, suffix in ((1, "out"), (2, "err")):
         os.dup2(os.open(out_dir / f"{rank}.{suffix}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), fd)
+    # unbuffered, as the command runs (PYTHONUNBUFFERED=1): what a killed rank printed is kept
+    sys.stdout = io.TextIOWrapper(open(1, "wb", buffering=0, closefd=False), write_through=True)
+    sys.stderr = io.TextIOWrapper(open(2, "wb", buffering=0, closefd=False), write_through=True)
     code = 1
     try:
         import torch
