@@ -20,35 +20,40 @@ import torch
 
 from pipeline.instruments import faults
 
-KILLING_FAULTS = ("kill_after_step", "kill_in_save", "kill_in_val")
 # what a launcher or an earlier run may have left that would make the trainer join a group
 DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 def kills(env: dict | None) -> bool:
     """True when GOLDFINCH_FAULTS in `env` ends the process: only a real process can be killed."""
-    return any(what in KILLING_FAULTS for what, _, _ in faults.parse((env or {}).get(faults.ENV, "")))
+    return any(what in faults.KILLS for what, _, _ in faults.parse((env or {}).get(faults.ENV, "")))
 
 
 def train(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
-    """pipeline.train.main(args) with its stdout, stderr and exit status captured; an exception
-    that would end the command with a traceback gives status 1 and that traceback."""
-    from pipeline.train import main
-
+    """pipeline.train.main(args) with its stdout, stderr and exit status captured."""
     out, err = io.StringIO(), io.StringIO()
     with _environment(env), _threads(1), torch.random.fork_rng(devices=[]), _warnings_to(err), \
             contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            code = main(args)
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 1
-        except Exception:  # noqa: BLE001 - the command would print it and exit 1
-            traceback.print_exc()
-            code = 1
+            code = exit_status(args)
         finally:
             _leave_process_group()
     gc.collect()
     return subprocess.CompletedProcess(["pipeline.train", *args], code, out.getvalue(), err.getvalue())
+
+
+def exit_status(args: list[str]) -> int:
+    """`python -m pipeline.train args`'s exit status, in this process: an exception that would
+    end the command with a traceback prints it to stderr and gives 1, as the command does."""
+    from pipeline.train import main
+
+    try:
+        return main(args)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 1
+    except Exception:  # noqa: BLE001 - the command would print it and exit 1
+        traceback.print_exc()
+        return 1
 
 
 @contextlib.contextmanager

@@ -4,13 +4,13 @@ from __future__ import annotations
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from pipeline_helpers import ENV, ROOT
+from rank_processes import free_port  # noqa: F401  (the launch tests import it from here)
 
 LAUNCH = ROOT / "launch"
 TRAIN_SH = LAUNCH / "train.sh"
@@ -58,12 +58,6 @@ if [ "$1 $2" = "show hostnames" ]; then
   printf '%s\n' $FAKE_HOSTNAMES
 fi
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def fake_slurm(tmp: Path, nodes: int, job_id: int = 4242, base: dict | None = None, **extra: str) -> dict:

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 import types
 from pathlib import Path
 
@@ -34,7 +33,7 @@ def launch(args: list[str], nproc: int, env: dict, timeout: float = 600) -> subp
     """Run `nproc` ranks of the trainer with `args` and the environment `env`; their stdout and
     stderr, rank by rank, and the exit status are returned as from a subprocess."""
     ctx = _forkserver()
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory(prefix="ranks-") as tmp:
         procs = [ctx.Process(target=_rank_main,
                              args=(args, _rank_env(env, rank, nproc, port), Path(tmp), rank))
@@ -73,7 +72,8 @@ def _forkserver():
     return _context
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port nobody listens on now (the launchers' tests use it too)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -134,16 +134,9 @@ def _rank_main(args: list[str], env: dict, out_dir: Path, rank: int) -> None:
     # unbuffered, as the command runs (PYTHONUNBUFFERED=1): what a killed rank printed is kept
     sys.stdout = io.TextIOWrapper(open(1, "wb", buffering=0, closefd=False), write_through=True)
     sys.stderr = io.TextIOWrapper(open(2, "wb", buffering=0, closefd=False), write_through=True)
-    code = 1
-    try:
-        import torch
+    import torch
 
-        from pipeline.train import main
+    from in_process import exit_status
 
-        torch.set_num_threads(int(env.get("OMP_NUM_THREADS", "1")))
-        code = main(args)
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    except BaseException:  # noqa: BLE001 - the command would print it and exit 1
-        traceback.print_exc()
-    sys.exit(code)  # multiprocessing flushes, runs the process's finalizers and exits with it
+    torch.set_num_threads(int(env.get("OMP_NUM_THREADS", "1")))
+    sys.exit(exit_status(args))  # multiprocessing flushes, runs the process's finalizers and exits with it

@@ -76,9 +76,10 @@ def wkv7(r: torch.Tensor, w: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: 
     r, w, k, v, a, b [B, T, H, K]; state [B, H, K, K] fp32 or None (zeros). Returns y in r's dtype
     and the final state in fp32. `backend`: auto (Triton for CUDA tensors, torch otherwise) |
     torch | naive | triton (CUDA, or CPU under TRITON_INTERPRET=1); None takes the shared WKV
-    default (`kernels.set_wkv_backend`, then GOLDFINCH_WKV_BACKEND, then auto). Head sizes or
-    dtypes the Triton kernels lack fall back to torch with a one-time warning. The Triton path
-    floors each step's log-decay -exp(w) at -4 (w <= log 4; RWKV-7's w stays below -0.5).
+    default (`kernels.set_wkv_backend` or, for a block, `kernels.wkv_backend_default`; then
+    GOLDFINCH_WKV_BACKEND; then auto). Head sizes or dtypes the Triton kernels lack fall back to
+    torch with a one-time warning. The Triton path floors each step's log-decay -exp(w) at -4
+    (w <= log 4; RWKV-7's w stays below -0.5).
     """
     tensors = dict(zip(NAMES, (r, w, k, v, a, b)))
     _check(tensors, state)

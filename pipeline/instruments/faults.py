@@ -22,7 +22,8 @@ from common.errors import UserError
 from .base import Instruments
 
 ENV = "GOLDFINCH_FAULTS"
-KINDS = ("kill_after_step", "kill_in_save", "kill_in_val", "nan_loss", "enospc_in_save", "disk_full_in_save")
+KILLS = ("kill_after_step", "kill_in_save", "kill_in_val")  # the faults that end the process
+KINDS = (*KILLS, "nan_loss", "enospc_in_save", "disk_full_in_save")
 FILE_SIZE_CAP = 16 * 1024  # bytes: below any checkpoint file of the tiny test models
 
 
